@@ -1,0 +1,391 @@
+"""mlops.yaml: loading, validation against the shipped JSON Schema, and layered resolution.
+
+Precedence, highest first: action input (or CLI flag) > environment variable > mlops.yaml >
+built-in default. Every effective value remembers where it came from, so `config show` can
+say why a value is what it is. Errors name the JSON path (and the file line) or the input.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import ConfigError
+
+CONFIG_FILE_NAME = "mlops.yaml"
+SCHEMA_HINT = "see the mlops.yaml reference in the README, or run `mlops-actions config show`"
+
+# Well-known variables that other tools already use; every other leaf has MLOPS_<PATH>.
+ENVIRONMENT_ALIASES: dict[str, str] = {
+    "mlflow.tracking_uri": "MLFLOW_TRACKING_URI",
+    "mlflow.registry_uri": "MLFLOW_REGISTRY_URI",
+    "mlflow.experiment": "MLFLOW_EXPERIMENT_NAME",
+}
+
+# Keys that replace each other: a layer that sets one hides the other from lower layers, so
+# `--command` on the CLI wins over a `train.project` in mlops.yaml instead of clashing with it.
+EXCLUSIVE_KEYS: tuple[tuple[str, str], ...] = (("train.command", "train.project"),)
+
+DEFAULTS: dict[str, Any] = {
+    "mlflow": {"tracking_uri": ""},
+    "data": {"targets": [], "repo": "."},
+    "train": {"working_directory": "."},
+}
+
+
+def load_schema() -> dict[str, Any]:
+    text = resources.files(__package__).joinpath("schema/mlops.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@dataclass(frozen=True)
+class Config:
+    """The effective configuration and where each leaf value came from."""
+
+    values: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    def get(self, dotted: str, default: Any = None) -> Any:
+        node: Any = self.values
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def source(self, dotted: str) -> str:
+        """Where a value came from: the deepest recorded source at or above `dotted`."""
+        parts = dotted.split(".")
+        for end in range(len(parts), 0, -1):
+            found = self.sources.get(".".join(parts[:end]))
+            if found:
+                return found
+        return "default"
+
+    def render(self) -> str:
+        """YAML of the effective config, each leaf commented with its source."""
+        lines: list[str] = []
+        _render_node(self.values, "", 0, self.sources, lines)
+        return "\n".join(lines) + "\n"
+
+
+def _render_node(
+    node: dict[str, Any], prefix: str, depth: int, sources: Mapping[str, str], out: list[str]
+) -> None:
+    pad = "  " * depth
+    for key in sorted(node):
+        value = node[key]
+        dotted = f"{prefix}{key}"
+        origin = sources.get(dotted)
+        if isinstance(value, dict) and value and origin is None:
+            out.append(f"{pad}{key}:")
+            _render_node(value, dotted + ".", depth + 1, sources, out)
+            continue
+        out.append(f"{pad}{key}: {json.dumps(value)}  # {origin or 'default'}")
+
+
+# ----------------------------------------------------------------------------- schema walking
+
+
+def _leaf_schemas(schema: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Dotted paths of every settable key: objects with fixed properties are walked into."""
+    for key, sub in schema.get("properties", {}).items():
+        dotted = f"{prefix}{key}"
+        if sub.get("type") == "object" and "properties" in sub:
+            yield from _leaf_schemas(sub, dotted + ".")
+        else:
+            yield dotted, sub
+
+
+def schema_at(dotted: str, schema: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    node: Mapping[str, Any] = schema or load_schema()
+    for part in dotted.split("."):
+        props = node.get("properties", {})
+        if part not in props:
+            raise KeyError(dotted)
+        node = props[part]
+    return node
+
+
+def environment_variable(dotted: str) -> str:
+    return ENVIRONMENT_ALIASES.get(dotted, "MLOPS_" + dotted.upper().replace(".", "_"))
+
+
+# ----------------------------------------------------------------------------- coercion
+
+
+def coerce(raw: str, leaf: Mapping[str, Any], where: str) -> Any:
+    """Turn an input or environment string into the type the schema wants at that key."""
+    kind = leaf.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    text = raw.strip()
+    if "integer" in kinds:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be a whole number, got {raw!r}") from None
+    if "array" in kinds:
+        items = [piece for line in text.splitlines() for piece in line.replace(",", " ").split()]
+        return items
+    if "object" in kinds and ("string" not in kinds or text.startswith("{")):
+        return _parse_mapping(text, where)
+    return raw if "string" in kinds or kind is None else text
+
+
+def _parse_mapping(text: str, where: str) -> dict[str, Any]:
+    """A JSON object, or `key=value` pairs on separate lines (or separated by commas)."""
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where} is not valid JSON: {exc.msg}") from None
+        if not isinstance(parsed, dict):
+            raise ConfigError(f"{where} must be a JSON object")
+        return parsed
+    result: dict[str, Any] = {}
+    for piece in (p.strip() for line in text.splitlines() for p in line.split(",")):
+        if not piece:
+            continue
+        key, sep, value = piece.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"{where} must be key=value pairs or a JSON object, got {piece!r}",
+                "write one pair per line, e.g. 'alpha=0.5'",
+            )
+        result[key.strip()] = value.strip()
+    return result
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _describe(error: jsonschema.ValidationError, schema: Mapping[str, Any]) -> str:
+    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        messages = []
+        for key in sorted(set(error.instance) - set(allowed)):
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            suggestion = f" (did you mean '{close[0]}'?)" if close else ""
+            messages.append(
+                f"{path}.{key}: unknown key{suggestion}; allowed here: {', '.join(allowed)}"
+            )
+        return "; ".join(messages)
+    if error.validator == "type":
+        got = type(error.instance).__name__
+        expected = error.validator_value
+        wanted = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{path}: expected {wanted}, got {got} {error.instance!r}"
+    if error.validator in ("enum", "const"):
+        options = error.validator_value if error.validator == "enum" else [error.validator_value]
+        return f"{path}: {error.instance!r} is not one of {', '.join(map(repr, options))}"
+    if error.validator == "minLength":
+        return f"{path}: must not be empty"
+    if error.validator == "not" and error.validator_value == {"required": ["command", "project"]}:
+        return f"{path}: set either 'command' or 'project', not both"
+    return f"{path}: {error.message}"
+
+
+def validate(document: Any, *, origin: str, lines: Mapping[tuple[Any, ...], int] | None = None) -> None:
+    """Raise one ConfigError listing every schema violation in `document`."""
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    if not errors:
+        return
+    described = [_describe(e, schema) for e in errors]
+    first_line = None
+    if lines:
+        first_line = lines.get(tuple(errors[0].absolute_path))
+    where = f"{origin}:{first_line}" if first_line else origin
+    error = ConfigError(f"{where}: " + "; ".join(described), SCHEMA_HINT)
+    error.file = origin  # type: ignore[attr-defined]
+    error.line = first_line  # type: ignore[attr-defined]
+    raise error
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _line_map(text: str) -> dict[tuple[Any, ...], int]:
+    """1-based line of every key in a YAML document, by its JSON path."""
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                child = (*path, key_node.value)
+                lines[child] = key_node.start_mark.line + 1
+                walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*path, index))
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Parse and validate one mlops.yaml; an empty file is an empty config."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML: {problem}", "fix the YAML syntax") from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections", SCHEMA_HINT)
+    validate(document, origin=str(path), lines=_line_map(text))
+    return document
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _drop(tree: dict[str, Any], dotted: str) -> None:
+    parts = dotted.split(".")
+    node: Any = tree
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            return
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+
+
+def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and _is_walked(dotted):
+            yield from _leaves(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _is_walked(dotted: str) -> bool:
+    """Objects with fixed properties are merged key by key; free-form maps are replaced whole."""
+    try:
+        sub = schema_at(dotted)
+    except KeyError:
+        return False
+    return "properties" in sub
+
+
+def _merge_layer(
+    merged: dict[str, Any], sources: dict[str, str], layer: Mapping[str, Any], origin: str
+) -> None:
+    layer_leaves = dict(_leaves(layer))
+    for first, second in EXCLUSIVE_KEYS:
+        for mine, other in ((first, second), (second, first)):
+            if any(k == mine or k.startswith(mine + ".") for k in layer_leaves):
+                _drop(merged, other)
+                for key in [k for k in sources if k == other or k.startswith(other + ".")]:
+                    del sources[key]
+    for dotted, value in layer_leaves.items():
+        _set(merged, dotted, copy.deepcopy(value))
+        sources[dotted] = origin
+
+
+def resolve(
+    *,
+    config_path: Path | None,
+    environ: Mapping[str, str],
+    inputs: Mapping[str, tuple[str, str]] | None = None,
+    require_file: bool = False,
+) -> Config:
+    """Build the effective config.
+
+    `inputs` maps a dotted config key to (input name, raw string) for every input that was
+    given a non-empty value. `require_file` makes a missing config file an error (it was
+    named explicitly); otherwise a missing mlops.yaml is an empty one.
+    """
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    _merge_layer(merged, sources, DEFAULTS, "default")
+    # Defaults are not interesting sources; forget them so `source()` says "default".
+    sources.clear()
+
+    used_path: Path | None = None
+    if config_path is not None and config_path.is_file():
+        used_path = config_path
+        _merge_layer(merged, sources, read_file(config_path), f"file {config_path.name}")
+    elif config_path is not None and require_file:
+        raise ConfigError(
+            f"config file {config_path} does not exist",
+            "create it, or point the `config` input / MLOPS_CONFIG at the right path",
+        )
+
+    schema = load_schema()
+    env_layer: dict[str, Any] = {}
+    env_origins: dict[str, str] = {}
+    for dotted, leaf in _leaf_schemas(schema):
+        variable = environment_variable(dotted)
+        raw = environ.get(variable, "")
+        if raw.strip():
+            _set(env_layer, dotted, coerce(raw, leaf, f"environment variable {variable}"))
+            env_origins[dotted] = f"environment {variable}"
+    for dotted, origin in env_origins.items():
+        _merge_layer(merged, sources, _subtree(env_layer, dotted), origin)
+
+    for dotted, (name, raw) in (inputs or {}).items():
+        leaf = schema_at(dotted, schema)
+        value = coerce(raw, leaf, f"input '{name}'")
+        layer: dict[str, Any] = {}
+        _set(layer, dotted, value)
+        _merge_layer(merged, sources, layer, f"input {name}")
+
+    try:
+        validate(merged, origin="effective configuration")
+    except ConfigError as exc:
+        # Point at the layer that set the bad value where we can.
+        raise ConfigError(_attribute(exc.message, sources), exc.hint) from None
+    return Config(values=merged, sources=sources, path=used_path)
+
+
+def _subtree(tree: Mapping[str, Any], dotted: str) -> dict[str, Any]:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node[part]
+    out: dict[str, Any] = {}
+    _set(out, dotted, node)
+    return out
+
+
+def _attribute(message: str, sources: Mapping[str, str]) -> str:
+    """Add ' (from input X)' after JSON paths that an input or variable set."""
+    for dotted, origin in sorted(sources.items(), key=lambda kv: -len(kv[0])):
+        token = "$." + dotted + ":"
+        if token in message and not origin.startswith("file"):
+            message = message.replace(token, f"$.{dotted} (from {origin}):")
+    return message

@@ -1,0 +1,134 @@
+"""MLflow connection helpers shared by every verb: URIs, experiments, errors, logged models."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError, ServiceError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+EMBEDDED_STORE_FILE = "mlflow.db"
+
+# Bounded retries for a tracking server that is briefly down or answers 5xx. MLflow's own
+# default (7 retries, factor 2) waits minutes before an unreachable server is reported.
+# Applied only where the user has not set them.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+
+def resolve_tracking_uri(configured: str, cwd: Path) -> str:
+    """The configured URI, or the embedded SQLite store in `cwd` when none is configured."""
+    if configured.strip():
+        return configured.strip()
+    return f"sqlite:///{(cwd / EMBEDDED_STORE_FILE).resolve()}"
+
+
+def is_embedded(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
+
+
+def redact(uri: str) -> str:
+    """A URI safe to print: no user name or password."""
+    parts = urlsplit(uri)
+    if not parts.password and not parts.username:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def run_ui_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Link to the run in the MLflow UI; '' for stores without a UI (SQLite, files)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return ""
+    base = redact(tracking_uri).rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    for pattern, reason in (
+        (r"Connection refused", "connection refused"),
+        (r"Name or service not known|nodename nor servname|Failed to resolve", "unknown host"),
+        (r"timed out|Timeout", "timed out"),
+        (r"\b401\b|Unauthorized|UNAUTHENTICATED", "authentication failed (HTTP 401)"),
+        (r"\b403\b|Forbidden|PERMISSION_DENIED", "permission denied (HTTP 403)"),
+        (r"too many (5\d\d )?error responses|\b5\d\d\b", "server error (HTTP 5xx)"),
+    ):
+        if re.search(pattern, text):
+            return reason
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:300]
+
+
+def _hint(reason: str) -> str:
+    if "401" in reason or "403" in reason:
+        return "set MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    return "check the tracking-uri input / MLFLOW_TRACKING_URI and that the server is running"
+
+
+@contextmanager
+def tracking_server(tracking_uri: str, doing: str) -> Iterator[None]:
+    """Turn connection and server failures into a ServiceError that names the server."""
+    from mlflow.exceptions import MlflowException
+    from requests.exceptions import RequestException
+
+    try:
+        yield
+    except (MlflowException, RequestException, ConnectionError) as exc:
+        code = getattr(exc, "error_code", "")
+        if code in {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST"}:
+            raise ConfigError(f"MLflow rejected the request while {doing}: {exc}") from None
+        reason = _reason(exc)
+        raise ServiceError(
+            f"MLflow tracking server {redact(tracking_uri)} failed while {doing}: {reason}",
+            _hint(reason),
+        ) from None
+
+
+def client(tracking_uri: str, registry_uri: str = "") -> MlflowClient:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or None)
+
+
+def ensure_experiment(mlflow_client: MlflowClient, name: str, tracking_uri: str) -> str:
+    """The experiment's id, creating the experiment on first use."""
+    with tracking_server(tracking_uri, f"looking up experiment '{name}'"):
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is None:
+            return str(mlflow_client.create_experiment(name))
+    if experiment.lifecycle_stage == "deleted":
+        raise ConfigError(
+            f"MLflow experiment '{name}' is deleted",
+            "restore it (mlflow experiments restore) or choose another experiment name",
+        )
+    return str(experiment.experiment_id)
+
+
+@dataclass(frozen=True)
+class LoggedModelRef:
+    model_id: str
+    name: str
+    uri: str
+
+
+def logged_models(mlflow_client: MlflowClient, experiment_id: str, run_id: str) -> list[LoggedModelRef]:
+    """The models a run logged, newest first, through MLflow 3's logged-model search."""
+    found = mlflow_client.search_logged_models(
+        experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
+    models = sorted(found, key=lambda m: m.creation_timestamp or 0, reverse=True)
+    return [LoggedModelRef(m.model_id, m.name, f"models:/{m.model_id}") for m in models]

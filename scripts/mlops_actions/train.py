@@ -1,0 +1,314 @@
+"""train: run the user's training inside an MLflow run this step creates and owns.
+
+The child gets MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME/ID and MLFLOW_RUN_ID, so user code
+that calls `mlflow.start_run()` logs into our run. Whatever the child does, the run ends in a
+terminal state that matches the exit status: FINISHED (0), FAILED (non-zero) or KILLED
+(SIGTERM/SIGINT, which are forwarded to the child's process group). Never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import tracking
+from .errors import CommandFailed, ConfigError, ServiceError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# After forwarding SIGTERM, how long the child may take to exit before it is killed.
+# GitHub sends SIGKILL 7.5 s after its first signal on cancellation, so stay below that.
+TERMINATION_GRACE_SECONDS = 5.0
+LOCAL_BACKEND = "local"
+LOCAL_ENV_MANAGER = "local"
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    uri: str
+    entry_point: str = "main"
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    backend: str = LOCAL_BACKEND
+    backend_config: str | Mapping[str, Any] | None = None
+    env_manager: str = LOCAL_ENV_MANAGER
+
+    @property
+    def runs_here(self) -> bool:
+        """Run by us as a plain child process (exit status and signals kept exactly)."""
+        return self.backend == LOCAL_BACKEND and self.env_manager == LOCAL_ENV_MANAGER
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    tracking_uri: str
+    experiment: str
+    working_directory: Path
+    base_environment: Mapping[str, str]
+    command: str | None = None
+    project: ProjectSpec | None = None
+    registry_uri: str = ""
+    run_name: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_id: str
+    experiment_id: str
+    status: str  # FINISHED | FAILED | KILLED
+    exit_code: int
+    run_url: str
+    model_uri: str
+    model_uris: tuple[str, ...]
+    metrics: dict[str, float]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "FINISHED"
+
+
+class _Cancelled(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_supervised(
+    argv: list[str], cwd: Path, env: Mapping[str, str], grace: float = TERMINATION_GRACE_SECONDS
+) -> tuple[int, int | None]:
+    """Run a child in its own process group; forward SIGTERM/SIGINT to the whole group.
+
+    Returns (exit status, signal we received or None). A child killed by signal N reports
+    128 + N, as a shell would.
+    """
+    received: list[int] = []
+    process = subprocess.Popen(argv, cwd=cwd, env=dict(env), start_new_session=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        if not received:
+            received.append(signum)
+            _signal_group(process, signal.SIGTERM)
+
+    watched = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, forward) for s in watched}
+    try:
+        deadline: float | None = None
+        while True:
+            try:
+                code = process.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if received and deadline is None:
+                    deadline = time.monotonic() + grace
+                if deadline is not None and time.monotonic() > deadline:
+                    _signal_group(process, signal.SIGKILL)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if code < 0:
+        code = 128 - code
+    return code, (received[0] if received else None)
+
+
+def _child_environment(request: TrainRequest, experiment_id: str, run_id: str) -> dict[str, str]:
+    env = dict(request.base_environment)
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": request.tracking_uri,
+            "MLFLOW_EXPERIMENT_NAME": request.experiment,
+            "MLFLOW_EXPERIMENT_ID": experiment_id,
+            "MLFLOW_RUN_ID": run_id,
+        }
+    )
+    if request.registry_uri:
+        env["MLFLOW_REGISTRY_URI"] = request.registry_uri
+    return env
+
+
+def _project_command(
+    spec: ProjectSpec, mlflow_client: MlflowClient, run_id: str
+) -> tuple[list[str], Path]:
+    """The entry point's command line, resolved by MLflow's own MLproject parser."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.projects.utils import load_project
+
+    project_dir = Path(spec.uri)
+    try:
+        project = load_project(str(project_dir))
+        entry_point = project.get_entry_point(spec.entry_point)
+        params = {k: str(v) for k, v in spec.parameters.items()}
+        final, extra = entry_point.compute_parameters(params, storage_dir=None)
+        command = entry_point.compute_command(params, storage_dir=None)
+    except (MlflowException, OSError) as exc:
+        raise ConfigError(
+            f"MLflow Project at '{spec.uri}', entry point '{spec.entry_point}': {exc}",
+            "check train.project (uri, entry_point, parameters) against the MLproject file",
+        ) from None
+    for key, value in {**final, **extra}.items():
+        mlflow_client.log_param(run_id, key, value)
+    mlflow_client.set_tag(run_id, "mlflow.project.entryPoint", spec.entry_point)
+    mlflow_client.set_tag(run_id, "mlflow.project.backend", LOCAL_BACKEND)
+    return ["bash", "-c", command], project_dir
+
+
+def _run_delegated(
+    spec: ProjectSpec, request: TrainRequest, experiment_id: str, run_id: str | None,
+    tag_run: Callable[[str], None],
+) -> tuple[str, int, int | None]:
+    """Hand the project to MLflow's own backend (Kubernetes, Databricks, plugins, conda...)."""
+    import mlflow
+    import mlflow.projects
+    from mlflow.exceptions import ExecutionException, MlflowException
+
+    mlflow.set_tracking_uri(request.tracking_uri)
+    if request.registry_uri:
+        mlflow.set_registry_uri(request.registry_uri)
+    backend_config = spec.backend_config
+    if isinstance(backend_config, Mapping):
+        backend_config = dict(backend_config)
+    local = spec.backend == LOCAL_BACKEND
+
+    def cancel(signum: int, _frame: object) -> None:
+        raise _Cancelled(signum)
+
+    watched = (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, cancel) for s in watched}
+    submitted = None
+    try:
+        submitted = mlflow.projects.run(
+            spec.uri,
+            entry_point=spec.entry_point,
+            parameters=dict(spec.parameters),
+            experiment_id=experiment_id,
+            backend=spec.backend,
+            backend_config=backend_config,
+            env_manager=spec.env_manager,
+            # The local backend honours our run; remote backends create their own run,
+            # which we tag as soon as it exists.
+            run_id=run_id if local else None,
+            run_name=request.run_name,
+            synchronous=local,
+        )
+        if not local:
+            tag_run(submitted.run_id)
+            ok = submitted.wait()
+            return submitted.run_id, 0 if ok else 1, None
+        return submitted.run_id, 0, None
+    except ExecutionException as exc:
+        if run_id is None:
+            raise ServiceError(f"MLflow Projects backend '{spec.backend}' failed: {exc}") from None
+        return run_id, 1, None
+    except _Cancelled as cancelled:
+        if submitted is not None:
+            submitted.cancel()
+        return (submitted.run_id if submitted else run_id or ""), 128 + cancelled.signum, (
+            cancelled.signum
+        )
+    except MlflowException as exc:
+        raise ConfigError(f"MLflow Project '{spec.uri}': {exc}") from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _final_status(exit_code: int, signum: int | None) -> str:
+    if signum is not None:
+        return "KILLED"
+    return "FINISHED" if exit_code == 0 else "FAILED"
+
+
+def run_training(request: TrainRequest, tags: Mapping[str, str]) -> TrainResult:
+    """Create the run, run the training in it, and close the run with the right status."""
+    if bool(request.command) == bool(request.project):
+        raise ConfigError(
+            "nothing to train: set the `command` input (train.command) or train.project"
+            if not request.command
+            else "set either a command or a project, not both",
+            "e.g. command: python train.py",
+        )
+    if not request.working_directory.is_dir():
+        raise ConfigError(
+            f"working directory {request.working_directory} does not exist",
+            "fix the `working-directory` input (train.working_directory)",
+        )
+    uri = request.tracking_uri
+    mlflow_client = tracking.client(uri, request.registry_uri)
+    experiment_id = tracking.ensure_experiment(mlflow_client, request.experiment, uri)
+    all_tags = {**tags, **request.tags}
+
+    def tag_run(run_id: str) -> None:
+        with tracking.tracking_server(uri, "tagging the run"):
+            for key, value in all_tags.items():
+                mlflow_client.set_tag(run_id, key, value)
+
+    project = request.project
+    run_id: str | None = None
+    if project is None or project.backend == LOCAL_BACKEND:
+        with tracking.tracking_server(uri, "creating the run"):
+            run = mlflow_client.create_run(experiment_id, run_name=request.run_name, tags=all_tags)
+        run_id = run.info.run_id
+
+    signum: int | None = None
+    exit_code = 1
+    try:
+        if project is not None and not project.runs_here:
+            run_id, exit_code, signum = _run_delegated(
+                project, request, experiment_id, run_id, tag_run
+            )
+        else:
+            assert run_id is not None
+            if project is not None:
+                with tracking.tracking_server(uri, "logging the project's parameters"):
+                    argv, cwd = _project_command(project, mlflow_client, run_id)
+            else:
+                argv, cwd = ["bash", "-c", request.command or ""], request.working_directory
+            env = _child_environment(request, experiment_id, run_id)
+            exit_code, signum = run_supervised(argv, cwd, env)
+    finally:
+        # Whatever happened above, the run must not stay RUNNING.
+        if run_id:
+            status = _final_status(exit_code, signum)
+            with tracking.tracking_server(uri, "closing the run"):
+                mlflow_client.set_terminated(run_id, status)
+    assert run_id is not None
+
+    with tracking.tracking_server(uri, "reading the run's results"):
+        finished = mlflow_client.get_run(run_id)
+        models = tracking.logged_models(mlflow_client, experiment_id, run_id)
+    return TrainResult(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        status=finished.info.status,
+        exit_code=exit_code,
+        run_url=tracking.run_ui_url(uri, experiment_id, run_id),
+        model_uri=models[0].uri if models else "",
+        model_uris=tuple(m.uri for m in models),
+        metrics=dict(finished.data.metrics),
+    )
+
+
+def failure(result: TrainResult) -> CommandFailed | None:
+    """The error to raise for a run that did not finish, or None."""
+    if result.succeeded:
+        return None
+    what = "was cancelled" if result.status == "KILLED" else "failed"
+    return CommandFailed(
+        f"training {what} with exit status {result.exit_code}; MLflow run {result.run_id} "
+        f"is {result.status}",
+        result.exit_code,
+        "the training output is in the log above",
+    )
