@@ -112,9 +112,12 @@ def schema_at(dotted: str, schema: Mapping[str, Any] | None = None) -> Mapping[s
     node: Mapping[str, Any] = schema or load_schema()
     for part in dotted.split("."):
         props = node.get("properties", {})
-        if part not in props:
+        if part in props:
+            node = props[part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]  # a key of a free-form map (a tag, a parameter)
+        else:
             raise KeyError(dotted)
-        node = props[part]
     return node
 
 
@@ -294,12 +297,12 @@ def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, An
 
 
 def _is_walked(dotted: str) -> bool:
-    """Objects with fixed properties are merged key by key; free-form maps are replaced whole."""
+    """Mappings (sections, tags, parameters) merge key by key across layers."""
     try:
         sub = schema_at(dotted)
     except KeyError:
         return False
-    return "properties" in sub
+    return sub.get("type") == "object"
 
 
 def _merge_layer(

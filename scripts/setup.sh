@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Install the mlops-actions suite into its own virtual environment, once per job.
+#
+#   setup.sh plan      print where the suite goes and its cache key; installed=true when
+#                      mlops-actions already runs in this job (an earlier step set it up)
+#   setup.sh install   create the venv from the hash-locked requirements.lock unless it is
+#                      already there (restored by actions/cache), then put `mlops-actions`
+#                      on PATH
+#
+# Environment: MLOPS_ACTIONS_PYTHON (interpreter, default python3), MLOPS_ACTIONS_HOME (where
+# venvs live, default $RUNNER_TOOL_CACHE/mlops-actions or ~/.cache/mlops-actions).
+# The suite's own code is not copied into the venv: a .pth file points at this checkout, so
+# the cached venv depends only on the lock file, the OS and the Python version.
+set -euo pipefail
+
+die() { echo "::error title=mlops-actions setup::$*" >&2; exit 2; }
+
+mode="${1:-install}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${MLOPS_ACTIONS_PYTHON:-python3}"
+[[ -n "${python}" ]] || python=python3
+
+command -v "${python}" >/dev/null 2>&1 \
+  || die "Python interpreter '${python}' not found: set the 'python' input, or add actions/setup-python before this step"
+pyver="$("${python}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+"${python}" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+  || die "Python ${pyver} is too old: mlops-actions needs Python 3.10 or newer (set the 'python' input)"
+
+lock="${root}/requirements.lock"
+lock_hash="$(sha256sum "${lock}" | cut -c1-16)"
+os="$(uname -s | tr '[:upper:]' '[:lower:]')"
+arch="$(uname -m)"
+home="${MLOPS_ACTIONS_HOME:-${RUNNER_TOOL_CACHE:-${HOME}/.cache}/mlops-actions}"
+venv="${home}/venv-${os}-${arch}-py${pyver}-${lock_hash}"
+bin="${home}/bin"
+marker="${venv}/.mlops-actions-complete"
+
+# Values here never contain newlines, so name=value is a safe output format.
+output() {
+  if [[ -n "${GITHUB_OUTPUT:-}" ]]; then printf '%s=%s\n' "$1" "$2" >>"${GITHUB_OUTPUT}"; fi
+  printf '%s: %s\n' "$1" "$2"
+}
+
+already_installed() {
+  command -v mlops-actions >/dev/null 2>&1 && mlops-actions --version >/dev/null 2>&1
+}
+
+find_uv() {
+  if command -v uv >/dev/null 2>&1; then command -v uv; return; fi
+  local boot="${home}/uv-bootstrap"
+  if [[ ! -x "${boot}/bin/uv" ]]; then
+    "${python}" -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+      --target "${boot}" --require-hashes -r "${root}/requirements-uv.lock" >&2 || return 1
+  fi
+  echo "${boot}/bin/uv"
+}
+
+install_venv() {
+  rm -rf "${venv}"
+  mkdir -p "${home}"
+  local uv
+  if uv="$(find_uv)"; then
+    "${uv}" venv --quiet --python "${python}" "${venv}"
+    "${uv}" pip install --quiet --python "${venv}/bin/python" --require-hashes -r "${lock}"
+  else
+    echo "uv is not available; installing with pip (slower)" >&2
+    "${python}" -m venv "${venv}"
+    "${venv}/bin/python" -m pip install --quiet --disable-pip-version-check \
+      --require-hashes -r "${lock}"
+  fi
+  touch "${marker}"
+}
+
+link_suite() {
+  local site
+  site="$("${venv}/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+  printf '%s\n' "${root}/scripts" >"${site}/mlops_actions_source.pth"
+  mkdir -p "${bin}"
+  # A script with a shebang, not `python -m`: -m would put the caller's working directory
+  # first on sys.path, and a user's file named like a dependency would shadow it.
+  cat >"${bin}/mlops-actions" <<LAUNCHER
+#!${venv}/bin/python
+import sys
+from mlops_actions.cli import main
+sys.exit(main())
+LAUNCHER
+  chmod +x "${bin}/mlops-actions"
+  # Only this directory goes on PATH: the venv's own python must not shadow the user's.
+  if [[ -n "${GITHUB_PATH:-}" ]]; then printf '%s\n' "${bin}" >>"${GITHUB_PATH}"; fi
+}
+
+case "${mode}" in
+  plan)
+    if already_installed; then output installed true; else output installed false; fi
+    output venv-path "${venv}"
+    output cache-key "mlops-actions-${os}-${arch}-py${pyver}-${lock_hash}"
+    output python-version "${pyver}"
+    ;;
+  install)
+    if already_installed; then
+      output cache-hit true
+      output version "$(mlops-actions --version | awk '{print $2}')"
+      exit 0
+    fi
+    if [[ -f "${marker}" && -x "${venv}/bin/python" ]]; then
+      cache_hit=true
+    else
+      cache_hit=false
+      install_venv
+    fi
+    link_suite
+    output cache-hit "${cache_hit}"
+    output version "$("${bin}/mlops-actions" --version | awk '{print $2}')"
+    output bin-path "${bin}"
+    ;;
+  *)
+    die "unknown mode '${mode}': use plan or install"
+    ;;
+esac

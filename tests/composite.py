@@ -1,0 +1,317 @@
+"""Execute a composite action's steps the way the GitHub runner does.
+
+Inputs are resolved against their defaults, every `${{ }}` expression in `env:`, `with:`,
+`if:` and `working-directory:` is evaluated, each `run:` step runs under
+`bash --noprofile --norc -eo pipefail` with fresh GITHUB_OUTPUT / GITHUB_ENV / GITHUB_PATH /
+GITHUB_STEP_SUMMARY files, and step outputs, env and PATH additions flow to later steps.
+The action's outputs are evaluated from `outputs.*.value` at the end.
+
+`uses:` steps (actions/cache) cannot run here: they are recorded with their evaluated `with:`
+so tests can check what they would have been given, and report no outputs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}", re.S)
+TOKEN = re.compile(r"\s*(==|!=|&&|\|\||!|\(|\)|,|'(?:[^']|'')*'|[A-Za-z_][\w.\-*]*|\d+(?:\.\d+)?)")
+
+
+class Expression:
+    """A small evaluator for the GitHub expression subset that action.yml files here use."""
+
+    def __init__(self, text: str, context: dict[str, Any]) -> None:
+        self.tokens = self._tokenize(text)
+        self.pos = 0
+        self.context = context
+
+    @staticmethod
+    def _tokenize(text: str) -> list[str]:
+        tokens, pos = [], 0
+        while pos < len(text):
+            match = TOKEN.match(text, pos)
+            if not match:
+                if text[pos:].strip() == "":
+                    break
+                raise ValueError(f"cannot parse expression {text!r} at {pos}")
+            tokens.append(match.group(1))
+            pos = match.end()
+        return tokens
+
+    def evaluate(self) -> Any:
+        value = self._or()
+        if self.pos != len(self.tokens):
+            raise ValueError(f"trailing tokens: {self.tokens[self.pos:]}")
+        return value
+
+    def _peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def _take(self) -> str:
+        token = self.tokens[self.pos]
+        self.pos += 1
+        return token
+
+    def _or(self) -> Any:
+        left = self._and()
+        while self._peek() == "||":
+            self._take()
+            right = self._and()
+            left = left or right
+        return left
+
+    def _and(self) -> Any:
+        left = self._equality()
+        while self._peek() == "&&":
+            self._take()
+            right = self._equality()
+            left = left and right
+        return left
+
+    def _equality(self) -> Any:
+        left = self._unary()
+        while self._peek() in ("==", "!="):
+            op = self._take()
+            right = self._unary()
+            same = _loose(left) == _loose(right)
+            left = same if op == "==" else not same
+        return left
+
+    def _unary(self) -> Any:
+        if self._peek() == "!":
+            self._take()
+            return not self._unary()
+        return self._primary()
+
+    def _primary(self) -> Any:
+        token = self._take()
+        if token == "(":
+            value = self._or()
+            self._take()
+            return value
+        if token.startswith("'"):
+            return token[1:-1].replace("''", "'")
+        if token in ("true", "false"):
+            return token == "true"
+        if re.fullmatch(r"\d+(\.\d+)?", token):
+            return float(token)
+        if self._peek() == "(":
+            self._take()
+            args = []
+            while self._peek() != ")":
+                args.append(self._or())
+                if self._peek() == ",":
+                    self._take()
+            self._take()
+            return self._call(token, args)
+        return self._lookup(token)
+
+    def _call(self, name: str, args: list[Any]) -> Any:
+        status = self.context.get("__status__", "success")
+        if name == "always":
+            return True
+        if name == "success":
+            return status == "success"
+        if name == "failure":
+            return status == "failure"
+        if name == "cancelled":
+            return False
+        if name == "hashFiles":
+            return "hashfiles-not-evaluated"
+        raise ValueError(f"unsupported function {name}")
+
+    def _lookup(self, dotted: str) -> Any:
+        node: Any = self.context
+        for part in dotted.split("."):
+            if not isinstance(node, dict):
+                return ""
+            node = node.get(part, "")
+        return node
+
+
+def _loose(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def render(text: Any, context: dict[str, Any]) -> str:
+    """Substitute every ${{ expr }} in a string."""
+    if not isinstance(text, str):
+        return "" if text is None else str(text).lower() if isinstance(text, bool) else str(text)
+
+    def substitute(match: re.Match[str]) -> str:
+        value = Expression(match.group(1), context).evaluate()
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return "" if value is None else str(value)
+
+    return EXPRESSION.sub(substitute, text)
+
+
+def condition(text: Any, context: dict[str, Any]) -> bool:
+    if text is None:
+        return context.get("__status__", "success") == "success"
+    raw = str(text).strip()
+    inner = EXPRESSION.fullmatch(raw)
+    expression = inner.group(1) if inner else raw
+    # GitHub adds an implicit success() unless the condition names a status function.
+    value = Expression(expression, context).evaluate()
+    if not re.search(r"\b(always|failure|cancelled|success)\(", expression):
+        value = value and context.get("__status__", "success") == "success"
+    return bool(value)
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """GITHUB_OUTPUT / GITHUB_ENV format: name=value lines and name<<DELIMITER blocks."""
+    values: dict[str, str] = {}
+    lines = text.split("\n")
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        if not line:
+            continue
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delimiter = line.split("<<", 1)
+            body = []
+            while lines[index] != delimiter:
+                body.append(lines[index])
+                index += 1
+            index += 1
+            values[name] = "\n".join(body)
+        else:
+            name, _, value = line.partition("=")
+            values[name] = value
+    return values
+
+
+@dataclass
+class StepResult:
+    name: str
+    id: str
+    outcome: str  # success | failure | skipped | recorded (uses:)
+    outputs: dict[str, str] = field(default_factory=dict)
+    returncode: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    uses: str = ""
+    with_: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ActionResult:
+    outcome: str
+    outputs: dict[str, str]
+    steps: list[StepResult]
+    summary: str
+    path_added: list[str]
+
+    @property
+    def log(self) -> str:
+        return "\n".join(s.stdout + "\n" + s.stderr for s in self.steps)
+
+    def step(self, step_id: str) -> StepResult:
+        return next(s for s in self.steps if s.id == step_id)
+
+
+def run_action(
+    action_dir: Path,
+    inputs: dict[str, str],
+    *,
+    workspace: Path,
+    env: dict[str, str],
+    timeout: float = 900,
+) -> ActionResult:
+    """Run one composite action; `env` is the job's environment (PATH, HOME, secrets...)."""
+    spec = yaml.safe_load((action_dir / "action.yml").read_text())
+    assert spec["runs"]["using"] == "composite"
+    declared = spec.get("inputs", {}) or {}
+    unknown = set(inputs) - set(declared)
+    assert not unknown, f"inputs not declared by the action: {unknown}"
+    resolved_inputs = {
+        name: str(inputs.get(name, (meta or {}).get("default", ""))) for name, meta in declared.items()
+    }
+    job_env = dict(env)
+    path_added: list[str] = []
+    steps: dict[str, dict[str, Any]] = {}
+    results: list[StepResult] = []
+    summaries: list[str] = []
+    status = "success"
+    scratch = Path(tempfile.mkdtemp(prefix="composite-"))
+
+    for index, step in enumerate(spec["runs"]["steps"]):
+        step_id = step.get("id", f"__step{index}")
+        context = {
+            "inputs": resolved_inputs,
+            "steps": steps,
+            "env": job_env,
+            "runner": {"os": "Linux", "arch": "X64", "temp": str(scratch)},
+            "github": {"action_path": str(action_dir), "workspace": str(workspace)},
+            "__status__": status,
+        }
+        name = step.get("name", step_id)
+        if not condition(step.get("if"), context):
+            results.append(StepResult(name, step_id, "skipped"))
+            steps[step_id] = {"outputs": {}, "outcome": "skipped", "conclusion": "skipped"}
+            continue
+        if "uses" in step:
+            with_ = {k: render(v, context) for k, v in (step.get("with") or {}).items()}
+            results.append(StepResult(name, step_id, "recorded", uses=step["uses"], with_=with_))
+            steps[step_id] = {"outputs": {}, "outcome": "success", "conclusion": "success"}
+            continue
+        files = {kind: scratch / f"{index}-{kind}" for kind in ("output", "env", "path", "summary")}
+        for file in files.values():
+            file.write_text("")
+        step_env = dict(job_env)
+        step_env.update({k: render(v, context) for k, v in (step.get("env") or {}).items()})
+        step_env.update(
+            {
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_ACTION_PATH": str(action_dir),
+                "GITHUB_WORKSPACE": str(workspace),
+                "GITHUB_OUTPUT": str(files["output"]),
+                "GITHUB_ENV": str(files["env"]),
+                "GITHUB_PATH": str(files["path"]),
+                "GITHUB_STEP_SUMMARY": str(files["summary"]),
+                "RUNNER_OS": "Linux",
+                "RUNNER_TEMP": str(scratch),
+            }
+        )
+        workdir = workspace / render(step.get("working-directory", "."), context)
+        script = scratch / f"{index}-script.sh"
+        script.write_text(step["run"])
+        assert step.get("shell") == "bash", f"step {name!r} must set shell: bash"
+        done = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            cwd=workdir, env=step_env, capture_output=True, text=True, timeout=timeout,
+            check=False,
+        )
+        outputs = parse_env_file(files["output"].read_text())
+        job_env.update(parse_env_file(files["env"].read_text()))
+        for line in files["path"].read_text().splitlines():
+            if line.strip():
+                path_added.append(line.strip())
+                job_env["PATH"] = line.strip() + os.pathsep + job_env.get("PATH", "")
+        summaries.append(files["summary"].read_text())
+        outcome = "success" if done.returncode == 0 else "failure"
+        if outcome == "failure":
+            status = "failure"
+        results.append(StepResult(name, step_id, outcome, outputs, done.returncode,
+                                  done.stdout, done.stderr))
+        steps[step_id] = {"outputs": outputs, "outcome": outcome, "conclusion": outcome}
+
+    final_context = {"inputs": resolved_inputs, "steps": steps, "env": job_env,
+                     "runner": {"os": "Linux"}, "github": {}}
+    outputs = {
+        name: render((meta or {}).get("value", ""), final_context)
+        for name, meta in (spec.get("outputs") or {}).items()
+    }
+    return ActionResult(status, outputs, results, "".join(summaries), path_added)

@@ -1,0 +1,197 @@
+"""Shared fixtures: real services on loopback, the example project, CLI helpers.
+
+A test that needs a service that cannot be started here is skipped, unless
+MLOPS_ACTIONS_REQUIRE_SERVICES=1 (set by CI), where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "iris"
+BIN = Path(sys.executable).parent
+REQUIRE_SERVICES = os.environ.get("MLOPS_ACTIONS_REQUIRE_SERVICES") == "1"
+
+# Never let botocore probe the EC2 metadata address from a test machine.
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def service_unavailable(what: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service unavailable: {what}")
+    pytest.skip(f"service unavailable: {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url} exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not come up in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@dataclass
+class Service:
+    url: str
+    process: subprocess.Popen[bytes]
+    workdir: Path
+
+
+def start_service(argv: list[str], health: str, workdir: Path, timeout: float = 120) -> Service:
+    log = workdir / "service.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(argv, cwd=workdir, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_http(health, process, timeout, log)
+    except RuntimeError:
+        process.kill()
+        raise
+    return Service(health.rsplit("/", 1)[0], process, workdir)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` with a SQLite store, serving artifacts itself."""
+    mlflow = BIN / "mlflow"
+    if not mlflow.exists():
+        service_unavailable("mlflow server (install the dev dependencies)")
+    workdir = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    service = start_service(
+        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{workdir / 'store.db'}",
+         "--artifacts-destination", str(workdir / "artifacts"), "--workers", "1"],
+        f"http://127.0.0.1:{port}/health", workdir, timeout=180,
+    )
+    yield f"http://127.0.0.1:{port}"
+    stop(service.process)
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    access_key: str
+    secret_key: str
+
+    def credentials(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """An S3-compatible server (moto) on loopback."""
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        service_unavailable("S3-compatible server (moto[server])")
+    workdir = tmp_path_factory.mktemp("s3-server")
+    port = free_port()
+    service = start_service(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        f"http://127.0.0.1:{port}/moto-api/", workdir, timeout=60,
+    )
+    # Made-up keys: moto accepts any; a distinctive secret lets tests search logs for it.
+    yield S3Server(f"http://127.0.0.1:{port}", "AKIAMLOPSACTIONSTEST", "s3cr3t-Zq81-never-print-me")
+    stop(service.process)
+
+
+def copy_example(destination: Path) -> Path:
+    """A fresh copy of the example project in its own git repository, data not pulled."""
+    project = destination / "iris"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(
+        "mlflow.db", "mlruns", "mlartifacts", "cache", "tmp", "iris.csv", "__pycache__"))
+    git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=project, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-qm", "example"], cwd=project, check=True)
+    return project
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Path:
+    return copy_example(tmp_path)
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """A runner-like environment: no GitHub variables from the outside, no stray secrets."""
+    keep = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "UV_CACHE_DIR",
+            "PYENV_ROOT", "PYENV_VERSION")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update({"HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true", "DVC_NO_ANALYTICS": "1",
+                "PYTHONUNBUFFERED": "1", "GIT_CONFIG_NOSYSTEM": "1"})
+    env.update(extra)
+    return env
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def outputs(self) -> dict[str, str]:
+        """The `name: value` lines the CLI prints for its outputs."""
+        pairs = {}
+        for line in self.stdout.splitlines():
+            name, sep, value = line.partition(": ")
+            if sep and name and " " not in name:
+                pairs[name] = value
+        return pairs
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> CliResult:
+    done = subprocess.run([str(BIN / "mlops-actions"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def assert_one_line_error(result: CliResult, *needles: str) -> str:
+    """Exactly one error line that names what it must, and no traceback."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines()
+              if line.startswith(("::error", "error:"))]
+    assert len(errors) == 1, result.output
+    for needle in needles:
+        assert needle in errors[0], f"{needle!r} not in {errors[0]!r}"
+    return errors[0]

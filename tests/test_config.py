@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlops_actions import config
+from mlops_actions.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mlops.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_precedence_input_over_environment_over_file_over_default(tmp_path: Path) -> None:
+    path = write(tmp_path, "mlflow:\n  tracking_uri: http://file\n  experiment: from-file\n"
+                 "data:\n  jobs: 2\n  remote: file-remote\n")
+    env = {"MLFLOW_TRACKING_URI": "http://env", "MLOPS_DATA_JOBS": "3"}
+    inputs = {"mlflow.tracking_uri": ("tracking-uri", "http://input")}
+    cfg = config.resolve(config_path=path, environ=env, inputs=inputs)
+    assert cfg.get("mlflow.tracking_uri") == "http://input"
+    assert cfg.source("mlflow.tracking_uri") == "input tracking-uri"
+    assert cfg.get("data.jobs") == 3
+    assert cfg.source("data.jobs") == "environment MLOPS_DATA_JOBS"
+    assert cfg.get("mlflow.experiment") == "from-file"
+    assert cfg.source("mlflow.experiment") == "file mlops.yaml"
+    assert cfg.get("data.repo") == "."
+    assert cfg.source("data.repo") == "default"
+    rendered = cfg.render()
+    assert 'tracking_uri: "http://input"  # input tracking-uri' in rendered
+    assert "jobs: 3  # environment MLOPS_DATA_JOBS" in rendered
+
+
+def test_command_input_replaces_a_project_from_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  project:\n    uri: .\n    parameters: {C: 1}\n")
+    cfg = config.resolve(config_path=path, environ={},
+                         inputs={"train.command": ("command", "python train.py")})
+    assert cfg.get("train.command") == "python train.py"
+    assert cfg.get("train.project") is None
+
+
+def test_missing_default_file_is_an_empty_config(tmp_path: Path) -> None:
+    cfg = config.resolve(config_path=tmp_path / "mlops.yaml", environ={})
+    assert cfg.path is None and cfg.get("data.targets") == []
+
+
+def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.resolve(config_path=tmp_path / "other.yaml", environ={}, require_file=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mlflow:\n  trackinguri: x\n", r"\$\.mlflow\.trackinguri: unknown key \(did you mean 'tracking_uri'\?\)"),
+        ("data:\n  jobs: four\n", r"mlops\.yaml:2: \$\.data\.jobs: expected integer, got str 'four'"),
+        ("data:\n  targets: data.csv\n", r"\$\.data\.targets: expected array"),
+        ("train:\n  command: a\n  project: {uri: .}\n", r"\$\.train: set either 'command' or 'project'"),
+        ("train:\n  project:\n    env_manager: pip\n", r"'pip' is not one of 'local', 'virtualenv'"),
+        ("version: 2\n", r"\$\.version: 2 is not one of 1"),
+        ("- a\n- b\n", r"top level must be a mapping"),
+        ("data: [unclosed\n", r"not valid YAML"),
+        ("surprise: 1\n", r"\$\.surprise: unknown key; allowed here: data, mlflow, model, train"),
+    ],
+)
+def test_bad_files_name_the_path(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        config.resolve(config_path=write(tmp_path, text), environ={})
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(tmp_path, "data:\n  jobs: 0\nmlflow:\n  experimnt: x\n")
+    with pytest.raises(ConfigError) as caught:
+        config.resolve(config_path=path, environ={})
+    assert "$.data.jobs" in caught.value.message and "$.mlflow.experimnt" in caught.value.message
+
+
+def test_bad_input_and_environment_values_name_their_source(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="input 'jobs' must be a whole number"):
+        config.resolve(config_path=None, environ={}, inputs={"data.jobs": ("jobs", "many")})
+    with pytest.raises(ConfigError, match="environment variable MLOPS_DATA_JOBS"):
+        config.resolve(config_path=None, environ={"MLOPS_DATA_JOBS": "x"})
+    with pytest.raises(ConfigError, match=r"\$\.data\.jobs \(from input jobs\)"):
+        config.resolve(config_path=None, environ={}, inputs={"data.jobs": ("jobs", "0")})
+
+
+def test_inputs_are_coerced_by_schema_type() -> None:
+    cfg = config.resolve(config_path=None, environ={}, inputs={
+        "data.targets": ("targets", "a.dvc, b.dvc\nc.dvc"),
+        "train.project.parameters": ("parameters", "C=0.5\nmax_iter=10"),
+        "train.tags": ("tags", '{"team": "x"}'),
+    })
+    assert cfg.get("data.targets") == ["a.dvc", "b.dvc", "c.dvc"]
+    assert cfg.get("train.project.parameters") == {"C": "0.5", "max_iter": "10"}
+    assert cfg.get("train.tags") == {"team": "x"}
+    with pytest.raises(ConfigError, match="key=value"):
+        config.resolve(config_path=None, environ={},
+                       inputs={"train.tags": ("tags", "no-equals-sign")})
+
+
+def test_schema_at_the_stable_path_is_the_shipped_one() -> None:
+    stable = json.loads((ROOT / "schema" / "mlops.schema.json").read_text())
+    assert stable == config.load_schema()
+
+
+def test_example_config_is_valid() -> None:
+    path = ROOT / "examples" / "iris" / "mlops.yaml"
+    assert config.read_file(path)["model"]["name"] == "iris-classifier"
+
+
+def test_input_tags_and_parameters_add_to_those_in_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "train:\n  tags: {team: a, stage: dev}\n"
+                 "  project: {uri: ., parameters: {C: 1, seed: 7}}\n")
+    cfg = config.resolve(config_path=path, environ={}, inputs={
+        "train.tags": ("tags", "stage=prod"),
+        "train.project.parameters": ("parameters", "C=0.5"),
+    })
+    assert cfg.get("train.tags") == {"team": "a", "stage": "prod"}
+    assert cfg.get("train.project.parameters") == {"C": "0.5", "seed": 7}
+    assert cfg.source("train.tags.stage") == "input tags"
+    assert cfg.source("train.tags.team") == "file mlops.yaml"

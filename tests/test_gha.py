@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from mlops_actions import gha
+from tests.composite import parse_env_file
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    files = {name: tmp_path / name for name in ("output", "summary")}
+    for file in files.values():
+        file.write_text("")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(files["output"]))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(files["summary"]))
+    return files
+
+
+def test_outputs_use_random_heredoc_delimiters(runner: dict[str, Path]) -> None:
+    gha.set_output("metrics", '{"a": 1}\nsecond line')
+    gha.set_output("metrics-again", "EOF\n=x")
+    text = runner["output"].read_text()
+    delimiters = [line.split("<<", 1)[1] for line in text.splitlines() if "<<" in line]
+    assert len(set(delimiters)) == 2 and all(d.startswith("ghadelimiter_") for d in delimiters)
+    assert parse_env_file(text) == {"metrics": '{"a": 1}\nsecond line', "metrics-again": "EOF\n=x"}
+
+
+def test_summary_appends_markdown(runner: dict[str, Path]) -> None:
+    gha.add_summary("### one")
+    gha.add_summary("two\n")
+    assert runner["summary"].read_text() == "### one\n\ntwo\n\n"
+
+
+def test_annotation_escapes_data_and_properties() -> None:
+    line = gha.format_annotation("error", "50% done\nnext", title="a: b, c", file="x.yaml", line=3)
+    assert line == "::error file=x.yaml,line=3,title=a%3A b%2C c::50%25 done%0Anext"
+    assert gha.format_annotation("notice", "plain") == "::notice::plain"
+
+
+def test_mask_prints_each_line_in_a_runner(
+    runner: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gha.mask("first\nsecond")
+    assert capsys.readouterr().out == "::add-mask::first\n::add-mask::second\n"
+
+
+def test_secret_environment_is_masked(
+    runner: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gha.mask_secret_environment({"AWS_SECRET_ACCESS_KEY": "abc", "MY_API_TOKEN": "t0k",
+                                 "PLAIN": "visible"})
+    out = capsys.readouterr().out
+    assert "::add-mask::abc" in out and "::add-mask::t0k" in out and "visible" not in out
+
+
+def test_everything_is_harmless_outside_a_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("GITHUB_ACTIONS", "GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
+        monkeypatch.delenv(name, raising=False)
+    gha.set_output("x", "1")
+    gha.add_summary("nothing")
+    gha.mask("secret")
+    with gha.group("title"):
+        pass
+    stream = io.StringIO()
+    gha.annotate("error", "bad thing", title="t", stream=stream)
+    captured = capsys.readouterr()
+    assert "secret" not in captured.out + captured.err
+    assert stream.getvalue() == "error: t: bad thing\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_input_value_reads_the_mapped_variable() -> None:
+    env = {"INPUT_TRACKING_URI": " http://x ", "INPUT_JOBS": ""}
+    assert gha.input_value("tracking-uri", env) == "http://x"
+    assert gha.input_value("jobs", env) == ""
+    assert gha.input_value("missing", env) == ""
