@@ -50,7 +50,7 @@ class Expression:
     def evaluate(self) -> Any:
         value = self._or()
         if self.pos != len(self.tokens):
-            raise ValueError(f"trailing tokens: {self.tokens[self.pos:]}")
+            raise ValueError(f"trailing tokens: {self.tokens[self.pos :]}")
         return value
 
     def _peek(self) -> str | None:
@@ -237,7 +237,8 @@ def run_action(
     unknown = set(inputs) - set(declared)
     assert not unknown, f"inputs not declared by the action: {unknown}"
     resolved_inputs = {
-        name: str(inputs.get(name, (meta or {}).get("default", ""))) for name, meta in declared.items()
+        name: str(inputs.get(name, (meta or {}).get("default", "")))
+        for name, meta in declared.items()
     }
     job_env = dict(env)
     path_added: list[str] = []
@@ -291,7 +292,11 @@ def run_action(
         assert step.get("shell") == "bash", f"step {name!r} must set shell: bash"
         done = subprocess.run(
             ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
-            cwd=workdir, env=step_env, capture_output=True, text=True, timeout=timeout,
+            cwd=workdir,
+            env=step_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             check=False,
         )
         outputs = parse_env_file(files["output"].read_text())
@@ -304,12 +309,18 @@ def run_action(
         outcome = "success" if done.returncode == 0 else "failure"
         if outcome == "failure":
             status = "failure"
-        results.append(StepResult(name, step_id, outcome, outputs, done.returncode,
-                                  done.stdout, done.stderr))
+        results.append(
+            StepResult(name, step_id, outcome, outputs, done.returncode, done.stdout, done.stderr)
+        )
         steps[step_id] = {"outputs": outputs, "outcome": outcome, "conclusion": outcome}
 
-    final_context = {"inputs": resolved_inputs, "steps": steps, "env": job_env,
-                     "runner": {"os": "Linux"}, "github": {}}
+    final_context = {
+        "inputs": resolved_inputs,
+        "steps": steps,
+        "env": job_env,
+        "runner": {"os": "Linux"},
+        "github": {},
+    }
     outputs = {
         name: render((meta or {}).get("value", ""), final_context)
         for name, meta in (spec.get("outputs") or {}).items()

@@ -47,7 +47,7 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float, log: P
         if process.poll() is not None:
             raise RuntimeError(f"{url} exited early:\n{log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status < 500:
                     return
         except OSError:
@@ -92,10 +92,23 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     service = start_service(
-        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{workdir / 'store.db'}",
-         "--artifacts-destination", str(workdir / "artifacts"), "--workers", "1"],
-        f"http://127.0.0.1:{port}/health", workdir, timeout=180,
+        [
+            str(mlflow),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{workdir / 'store.db'}",
+            "--artifacts-destination",
+            str(workdir / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        f"http://127.0.0.1:{port}/health",
+        workdir,
+        timeout=180,
     )
     yield f"http://127.0.0.1:{port}"
     stop(service.process)
@@ -108,8 +121,11 @@ class S3Server:
     secret_key: str
 
     def credentials(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_DEFAULT_REGION": "us-east-1"}
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +139,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     port = free_port()
     service = start_service(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        f"http://127.0.0.1:{port}/moto-api/", workdir, timeout=60,
+        f"http://127.0.0.1:{port}/moto-api/",
+        workdir,
+        timeout=60,
     )
     # Made-up keys: moto accepts any; a distinctive secret lets tests search logs for it.
     yield S3Server(f"http://127.0.0.1:{port}", "AKIAMLOPSACTIONSTEST", "s3cr3t-Zq81-never-print-me")
@@ -133,8 +151,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def copy_example(destination: Path) -> Path:
     """A fresh copy of the example project in its own git repository, data not pulled."""
     project = destination / "iris"
-    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns(
-        "mlflow.db", "mlruns", "mlartifacts", "cache", "tmp", "iris.csv", "__pycache__"))
+    shutil.copytree(
+        EXAMPLE,
+        project,
+        ignore=shutil.ignore_patterns(
+            "mlflow.db", "mlruns", "mlartifacts", "cache", "tmp", "iris.csv", "__pycache__"
+        ),
+    )
     git = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=project, check=True)
     subprocess.run([*git, "add", "-A"], cwd=project, check=True)
@@ -149,12 +172,28 @@ def example(tmp_path: Path) -> Path:
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
     """A runner-like environment: no GitHub variables from the outside, no stray secrets."""
-    keep = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "UV_CACHE_DIR",
-            "PYENV_ROOT", "PYENV_VERSION")
+    keep = (
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "UV_CACHE_DIR",
+        "PYENV_ROOT",
+        "PYENV_VERSION",
+    )
     env = {k: v for k, v in os.environ.items() if k in keep}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update({"HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true", "DVC_NO_ANALYTICS": "1",
-                "PYTHONUNBUFFERED": "1", "GIT_CONFIG_NOSYSTEM": "1"})
+    env.update(
+        {
+            "HOME": str(home),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "DVC_NO_ANALYTICS": "1",
+            "PYTHONUNBUFFERED": "1",
+            "GIT_CONFIG_NOSYSTEM": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -180,8 +219,15 @@ class CliResult:
 
 
 def run_cli(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> CliResult:
-    done = subprocess.run([str(BIN / "mlops-actions"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        [str(BIN / "mlops-actions"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
@@ -189,8 +235,7 @@ def assert_one_line_error(result: CliResult, *needles: str) -> str:
     """Exactly one error line that names what it must, and no traceback."""
     assert result.returncode != 0
     assert "Traceback" not in result.output, result.output
-    errors = [line for line in result.output.splitlines()
-              if line.startswith(("::error", "error:"))]
+    errors = [line for line in result.output.splitlines() if line.startswith(("::error", "error:"))]
     assert len(errors) == 1, result.output
     for needle in needles:
         assert needle in errors[0], f"{needle!r} not in {errors[0]!r}"

@@ -18,8 +18,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_precedence_input_over_environment_over_file_over_default(tmp_path: Path) -> None:
-    path = write(tmp_path, "mlflow:\n  tracking_uri: http://file\n  experiment: from-file\n"
-                 "data:\n  jobs: 2\n  remote: file-remote\n")
+    path = write(
+        tmp_path,
+        "mlflow:\n  tracking_uri: http://file\n  experiment: from-file\n"
+        "data:\n  jobs: 2\n  remote: file-remote\n",
+    )
     env = {"MLFLOW_TRACKING_URI": "http://env", "MLOPS_DATA_JOBS": "3"}
     inputs = {"mlflow.tracking_uri": ("tracking-uri", "http://input")}
     cfg = config.resolve(config_path=path, environ=env, inputs=inputs)
@@ -38,15 +41,17 @@ def test_precedence_input_over_environment_over_file_over_default(tmp_path: Path
 
 def test_command_input_replaces_a_project_from_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "train:\n  project:\n    uri: .\n    parameters: {C: 1}\n")
-    cfg = config.resolve(config_path=path, environ={},
-                         inputs={"train.command": ("command", "python train.py")})
+    cfg = config.resolve(
+        config_path=path, environ={}, inputs={"train.command": ("command", "python train.py")}
+    )
     assert cfg.get("train.command") == "python train.py"
     assert cfg.get("train.project") is None
 
 
 def test_missing_default_file_is_an_empty_config(tmp_path: Path) -> None:
     cfg = config.resolve(config_path=tmp_path / "mlops.yaml", environ={})
-    assert cfg.path is None and cfg.get("data.targets") == []
+    assert cfg.path is None
+    assert cfg.get("data.targets") == []
 
 
 def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
@@ -57,11 +62,23 @@ def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("mlflow:\n  trackinguri: x\n", r"\$\.mlflow\.trackinguri: unknown key \(did you mean 'tracking_uri'\?\)"),
-        ("data:\n  jobs: four\n", r"mlops\.yaml:2: \$\.data\.jobs: expected integer, got str 'four'"),
+        (
+            "mlflow:\n  trackinguri: x\n",
+            r"\$\.mlflow\.trackinguri: unknown key \(did you mean 'tracking_uri'\?\)",
+        ),
+        (
+            "data:\n  jobs: four\n",
+            r"mlops\.yaml:2: \$\.data\.jobs: expected integer, got str 'four'",
+        ),
         ("data:\n  targets: data.csv\n", r"\$\.data\.targets: expected array"),
-        ("train:\n  command: a\n  project: {uri: .}\n", r"\$\.train: set either 'command' or 'project'"),
-        ("train:\n  project:\n    env_manager: pip\n", r"'pip' is not one of 'local', 'virtualenv'"),
+        (
+            "train:\n  command: a\n  project: {uri: .}\n",
+            r"\$\.train: set either 'command' or 'project'",
+        ),
+        (
+            "train:\n  project:\n    env_manager: pip\n",
+            r"'pip' is not one of 'local', 'virtualenv'",
+        ),
         ("version: 2\n", r"\$\.version: 2 is not one of 1"),
         ("- a\n- b\n", r"top level must be a mapping"),
         ("data: [unclosed\n", r"not valid YAML"),
@@ -77,7 +94,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     path = write(tmp_path, "data:\n  jobs: 0\nmlflow:\n  experimnt: x\n")
     with pytest.raises(ConfigError) as caught:
         config.resolve(config_path=path, environ={})
-    assert "$.data.jobs" in caught.value.message and "$.mlflow.experimnt" in caught.value.message
+    assert "$.data.jobs" in caught.value.message
+    assert "$.mlflow.experimnt" in caught.value.message
 
 
 def test_bad_input_and_environment_values_name_their_source(tmp_path: Path) -> None:
@@ -90,17 +108,22 @@ def test_bad_input_and_environment_values_name_their_source(tmp_path: Path) -> N
 
 
 def test_inputs_are_coerced_by_schema_type() -> None:
-    cfg = config.resolve(config_path=None, environ={}, inputs={
-        "data.targets": ("targets", "a.dvc, b.dvc\nc.dvc"),
-        "train.project.parameters": ("parameters", "C=0.5\nmax_iter=10"),
-        "train.tags": ("tags", '{"team": "x"}'),
-    })
+    cfg = config.resolve(
+        config_path=None,
+        environ={},
+        inputs={
+            "data.targets": ("targets", "a.dvc, b.dvc\nc.dvc"),
+            "train.project.parameters": ("parameters", "C=0.5\nmax_iter=10"),
+            "train.tags": ("tags", '{"team": "x"}'),
+        },
+    )
     assert cfg.get("data.targets") == ["a.dvc", "b.dvc", "c.dvc"]
     assert cfg.get("train.project.parameters") == {"C": "0.5", "max_iter": "10"}
     assert cfg.get("train.tags") == {"team": "x"}
     with pytest.raises(ConfigError, match="key=value"):
-        config.resolve(config_path=None, environ={},
-                       inputs={"train.tags": ("tags", "no-equals-sign")})
+        config.resolve(
+            config_path=None, environ={}, inputs={"train.tags": ("tags", "no-equals-sign")}
+        )
 
 
 def test_schema_at_the_stable_path_is_the_shipped_one() -> None:
@@ -114,12 +137,18 @@ def test_example_config_is_valid() -> None:
 
 
 def test_input_tags_and_parameters_add_to_those_in_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "train:\n  tags: {team: a, stage: dev}\n"
-                 "  project: {uri: ., parameters: {C: 1, seed: 7}}\n")
-    cfg = config.resolve(config_path=path, environ={}, inputs={
-        "train.tags": ("tags", "stage=prod"),
-        "train.project.parameters": ("parameters", "C=0.5"),
-    })
+    path = write(
+        tmp_path,
+        "train:\n  tags: {team: a, stage: dev}\n  project: {uri: ., parameters: {C: 1, seed: 7}}\n",
+    )
+    cfg = config.resolve(
+        config_path=path,
+        environ={},
+        inputs={
+            "train.tags": ("tags", "stage=prod"),
+            "train.project.parameters": ("parameters", "C=0.5"),
+        },
+    )
     assert cfg.get("train.tags") == {"team": "a", "stage": "prod"}
     assert cfg.get("train.project.parameters") == {"C": "0.5", "seed": 7}
     assert cfg.source("train.tags.stage") == "input tags"

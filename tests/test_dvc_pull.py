@@ -29,7 +29,7 @@ def test_pull_from_the_local_remote(example: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.output
     outputs = result.outputs()
     csv = example / "data" / "iris.csv"
-    assert hashlib.md5(csv.read_bytes()).hexdigest() == IRIS_MD5  # noqa: S324 - DVC's hash
+    assert hashlib.md5(csv.read_bytes()).hexdigest() == IRIS_MD5
     assert outputs["files-fetched"] == "1"
     assert outputs["bytes-fetched"] == str(csv.stat().st_size)
     assert outputs["remote"] == "bundled"
@@ -46,10 +46,12 @@ def test_fingerprint_changes_with_the_data(example: Path, tmp_path: Path) -> Non
     env = clean_env(tmp_path)
     before = run_cli(["dvc-pull", "--plan"], example, env).outputs()["data-fingerprint"]
     (example / "data" / "iris.csv").write_text("a,b\n1,2\n")
-    subprocess.run([str(BIN / "dvc"), "add", "-q", "data/iris.csv"], cwd=example, check=True,
-                   env=env)
+    subprocess.run(
+        [str(BIN / "dvc"), "add", "-q", "data/iris.csv"], cwd=example, check=True, env=env
+    )
     after = run_cli(["dvc-pull", "--plan"], example, env).outputs()["data-fingerprint"]
-    assert before != after and len(after) == 64
+    assert before != after
+    assert len(after) == 64
 
 
 def test_nonexistent_target_names_the_target(example: Path, tmp_path: Path) -> None:
@@ -85,16 +87,25 @@ def s3_example(example: Path, tmp_path: Path, s3_server: S3Server) -> Path:
     import boto3
 
     bucket = f"data-{tmp_path.name.lower().replace('_', '-')[-40:]}"
-    boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1",
-                 aws_access_key_id=s3_server.access_key,
-                 aws_secret_access_key=s3_server.secret_key).create_bucket(Bucket=bucket)
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+    ).create_bucket(Bucket=bucket)
     env = clean_env(tmp_path, **s3_server.credentials())
     dvc = str(BIN / "dvc")
     subprocess.run([dvc, "pull", "-q"], cwd=example, env=env, check=True)
-    subprocess.run([dvc, "remote", "add", "s3store", f"s3://{bucket}/iris"], cwd=example,
-                   env=env, check=True)
-    subprocess.run([dvc, "remote", "modify", "s3store", "endpointurl", s3_server.endpoint],
-                   cwd=example, env=env, check=True)
+    subprocess.run(
+        [dvc, "remote", "add", "s3store", f"s3://{bucket}/iris"], cwd=example, env=env, check=True
+    )
+    subprocess.run(
+        [dvc, "remote", "modify", "s3store", "endpointurl", s3_server.endpoint],
+        cwd=example,
+        env=env,
+        check=True,
+    )
     subprocess.run([dvc, "push", "-q", "-r", "s3store"], cwd=example, env=env, check=True)
     # Start from nothing local: no workspace copy, no cache.
     (example / "data" / "iris.csv").unlink()
@@ -111,21 +122,25 @@ def test_pull_from_s3_with_a_custom_endpoint(
     assert result.outputs()["files-fetched"] == "1"
     assert result.outputs()["remote"] == "s3store"
     data = (s3_example / "data" / "iris.csv").read_bytes()
-    assert hashlib.md5(data).hexdigest() == IRIS_MD5  # noqa: S324
+    assert hashlib.md5(data).hexdigest() == IRIS_MD5
     assert s3_server.secret_key not in result.output.replace(
-        f"::add-mask::{s3_server.secret_key}", "")
+        f"::add-mask::{s3_server.secret_key}", ""
+    )
 
 
 @pytest.mark.parametrize(
     ("present", "missing"),
-    [({}, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"),
-     ({"AWS_ACCESS_KEY_ID": "AKIAONLYKEY"}, "AWS_SECRET_ACCESS_KEY is not set")],
+    [
+        ({}, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set"),
+        ({"AWS_ACCESS_KEY_ID": "AKIAONLYKEY"}, "AWS_SECRET_ACCESS_KEY is not set"),
+    ],
 )
 def test_missing_s3_credentials_name_the_remote_and_variable(
     s3_example: Path, tmp_path: Path, present: dict[str, str], missing: str
 ) -> None:
-    result = run_cli(["dvc-pull", "--remote", "s3store"], s3_example,
-                     clean_env(tmp_path / "home", **present))
+    result = run_cli(
+        ["dvc-pull", "--remote", "s3store"], s3_example, clean_env(tmp_path / "home", **present)
+    )
     assert result.returncode == 2
     assert_one_line_error(result, "'s3store'", missing)
     assert not (s3_example / "data" / "iris.csv").exists()

@@ -25,7 +25,8 @@ def test_outputs_use_random_heredoc_delimiters(runner: dict[str, Path]) -> None:
     gha.set_output("metrics-again", "EOF\n=x")
     text = runner["output"].read_text()
     delimiters = [line.split("<<", 1)[1] for line in text.splitlines() if "<<" in line]
-    assert len(set(delimiters)) == 2 and all(d.startswith("ghadelimiter_") for d in delimiters)
+    assert len(set(delimiters)) == 2
+    assert all(d.startswith("ghadelimiter_") for d in delimiters)
     assert parse_env_file(text) == {"metrics": '{"a": 1}\nsecond line', "metrics-again": "EOF\n=x"}
 
 
@@ -51,10 +52,13 @@ def test_mask_prints_each_line_in_a_runner(
 def test_secret_environment_is_masked(
     runner: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gha.mask_secret_environment({"AWS_SECRET_ACCESS_KEY": "abc", "MY_API_TOKEN": "t0k",
-                                 "PLAIN": "visible"})
+    gha.mask_secret_environment(
+        {"AWS_SECRET_ACCESS_KEY": "abc", "MY_API_TOKEN": "t0k", "PLAIN": "visible"}
+    )
     out = capsys.readouterr().out
-    assert "::add-mask::abc" in out and "::add-mask::t0k" in out and "visible" not in out
+    assert "::add-mask::abc" in out
+    assert "::add-mask::t0k" in out
+    assert "visible" not in out
 
 
 def test_everything_is_harmless_outside_a_runner(

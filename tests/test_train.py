@@ -42,22 +42,28 @@ def test_command_run_is_tagged_finished_and_its_model_loads(
     pulled_example: Path, tmp_path: Path, mlflow_server: str
 ) -> None:
     env = clean_env(tmp_path, **GITHUB, MLFLOW_TRACKING_URI=mlflow_server)
-    result = run_cli(["train", "--experiment", "train-ok", "--tags", "owner=tests"],
-                     pulled_example, env)
+    result = run_cli(
+        ["train", "--experiment", "train-ok", "--tags", "owner=tests"], pulled_example, env
+    )
     assert result.returncode == 0, result.output
     out = result.outputs()
     run = mlflow_client(mlflow_server).get_run(out["run-id"])
-    assert run.info.status == "FINISHED" and out["status"] == "FINISHED"
+    assert run.info.status == "FINISHED"
+    assert out["status"] == "FINISHED"
     tags = run.data.tags
     assert tags["mlflow.source.git.commit"] == GITHUB["GITHUB_SHA"]
     assert tags["mlops.git.branch"] == "main"
-    assert tags["mlops.github.run_url"] == "https://github.com/acme/iris/actions/runs/4242/attempts/1"
+    assert (
+        tags["mlops.github.run_url"] == "https://github.com/acme/iris/actions/runs/4242/attempts/1"
+    )
     assert tags["mlops.github.actor"] == "octocat"
-    assert tags["owner"] == "tests" and tags["team"] == "example"
+    assert tags["owner"] == "tests"
+    assert tags["team"] == "example"
     assert len(tags["mlops.data.fingerprint"]) == 64
     assert out["data-fingerprint"] == tags["mlops.data.fingerprint"]
     assert out["run-url"] == (
-        f"{mlflow_server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}")
+        f"{mlflow_server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    )
     assert json.loads(out["metrics"]) == run.data.metrics
     assert run.data.metrics["accuracy"] > 0.8
     assert run.data.params["C"] == "1.0"
@@ -76,9 +82,12 @@ def test_failing_command_marks_the_run_failed_and_keeps_its_exit_status(
     example: Path, tmp_path: Path, mlflow_server: str
 ) -> None:
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
-    script = "import mlflow; mlflow.start_run(); mlflow.log_metric('loss', 9.5); raise SystemExit(3)"
-    result = run_cli(["train", "--experiment", "train-fail", "--command", f'python -c "{script}"'],
-                     example, env)
+    script = (
+        "import mlflow; mlflow.start_run(); mlflow.log_metric('loss', 9.5); raise SystemExit(3)"
+    )
+    result = run_cli(
+        ["train", "--experiment", "train-fail", "--command", f'python -c "{script}"'], example, env
+    )
     assert result.returncode == 3
     assert_one_line_error(result, "exit status 3", "FAILED")
     run = mlflow_client(mlflow_server).get_run(result.outputs()["run-id"])
@@ -94,9 +103,20 @@ def test_sigterm_kills_the_training_and_marks_the_run_killed(
     marker = tmp_path / "child.pid"
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
     process = subprocess.Popen(
-        [str(BIN / "mlops-actions"), "train", "--experiment", experiment,
-         "--command", f"echo $$ > {marker}; sleep 120"],
-        cwd=example, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            str(BIN / "mlops-actions"),
+            "train",
+            "--experiment",
+            experiment,
+            "--command",
+            f"echo $$ > {marker}; sleep 120",
+        ],
+        cwd=example,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -107,19 +127,34 @@ def test_sigterm_kills_the_training_and_marks_the_run_killed(
     assert process.returncode == 128 + signal.SIGTERM, stdout + stderr
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert [r.info.status for r in runs] == ["KILLED"]
-    assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+    assert (
+        not Path(f"/proc/{child}").exists()
+        or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+    )
 
 
 def test_mlflow_project_entry_point_with_parameters(
     pulled_example: Path, tmp_path: Path, mlflow_server: str
 ) -> None:
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
-    result = run_cli(["train", "--experiment", "train-project", "--project-uri", ".",
-                      "--parameters", "C=0.25\nmax_iter=300"], pulled_example, env)
+    result = run_cli(
+        [
+            "train",
+            "--experiment",
+            "train-project",
+            "--project-uri",
+            ".",
+            "--parameters",
+            "C=0.25\nmax_iter=300",
+        ],
+        pulled_example,
+        env,
+    )
     assert result.returncode == 0, result.output
     run = mlflow_client(mlflow_server).get_run(result.outputs()["run-id"])
     assert run.info.status == "FINISHED"
-    assert run.data.params["C"] == "0.25" and run.data.params["max_iter"] == "300"
+    assert run.data.params["C"] == "0.25"
+    assert run.data.params["max_iter"] == "300"
     assert run.data.tags["mlflow.project.entryPoint"] == "main"
     assert run.data.tags["mlops.train.mode"] == "project"
     assert result.outputs()["model-uri"].startswith("models:/m-")
@@ -129,12 +164,16 @@ def test_project_with_unknown_entry_point(
     example: Path, tmp_path: Path, mlflow_server: str
 ) -> None:
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
-    result = run_cli(["train", "--experiment", "train-bad-entry", "--project-uri", ".",
-                      "--entry-point", "nope"], example, env)
+    result = run_cli(
+        ["train", "--experiment", "train-bad-entry", "--project-uri", ".", "--entry-point", "nope"],
+        example,
+        env,
+    )
     assert result.returncode == 2
     assert_one_line_error(result, "entry point 'nope'")
     runs = mlflow_client(mlflow_server).search_runs(
-        [mlflow_client(mlflow_server).get_experiment_by_name("train-bad-entry").experiment_id])
+        [mlflow_client(mlflow_server).get_experiment_by_name("train-bad-entry").experiment_id]
+    )
     assert [r.info.status for r in runs] == ["FAILED"]  # closed, never left RUNNING
 
 

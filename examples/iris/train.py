@@ -38,9 +38,7 @@ def main() -> None:
     x_train, x_test, y_train, y_test = train_test_split(
         features, target, test_size=args.test_size, random_state=args.seed, stratify=target
     )
-    model = make_pipeline(
-        StandardScaler(), LogisticRegression(C=args.C, max_iter=args.max_iter)
-    )
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=args.C, max_iter=args.max_iter))
     with mlflow.start_run():
         mlflow.log_params(
             {"C": args.C, "max_iter": args.max_iter, "test_size": args.test_size, "seed": args.seed}

@@ -32,11 +32,15 @@ class Option:
 
 CONFIG_OPTION = Option("config", f"path of the config file (default: {CONFIG_FILE_NAME})")
 MLFLOW_OPTIONS = (
-    Option("tracking-uri", "MLflow tracking URI (default: SQLite in ./mlflow.db)",
-           "mlflow.tracking_uri"),
+    Option(
+        "tracking-uri",
+        "MLflow tracking URI (default: SQLite in ./mlflow.db)",
+        "mlflow.tracking_uri",
+    ),
     Option("registry-uri", "MLflow registry URI, when not the tracking URI", "mlflow.registry_uri"),
-    Option("experiment", "MLflow experiment name (default: the repository name)",
-           "mlflow.experiment"),
+    Option(
+        "experiment", "MLflow experiment name (default: the repository name)", "mlflow.experiment"
+    ),
 )
 DATA_OPTIONS = (
     Option("targets", "DVC targets, separated by spaces, commas or newlines", "data.targets"),
@@ -47,15 +51,25 @@ DATA_OPTIONS = (
 TRAIN_OPTIONS = (
     Option("command", "shell command that trains, run with bash", "train.command"),
     Option("project-uri", "MLflow Project directory (instead of a command)", "train.project.uri"),
-    Option("entry-point", "MLflow Project entry point (default: main)",
-           "train.project.entry_point"),
-    Option("parameters", "entry point parameters: key=value lines or a JSON object",
-           "train.project.parameters"),
+    Option(
+        "entry-point", "MLflow Project entry point (default: main)", "train.project.entry_point"
+    ),
+    Option(
+        "parameters",
+        "entry point parameters: key=value lines or a JSON object",
+        "train.project.parameters",
+    ),
     Option("backend", "MLflow Projects backend (default: local)", "train.project.backend"),
-    Option("backend-config", "backend configuration: JSON file path or JSON object",
-           "train.project.backend_config"),
-    Option("env-manager", "local | virtualenv | uv | conda (default: local)",
-           "train.project.env_manager"),
+    Option(
+        "backend-config",
+        "backend configuration: JSON file path or JSON object",
+        "train.project.backend_config",
+    ),
+    Option(
+        "env-manager",
+        "local | virtualenv | uv | conda (default: local)",
+        "train.project.env_manager",
+    ),
     Option("run-name", "MLflow run name", "train.run_name"),
     Option("working-directory", "directory the command runs in", "train.working_directory"),
     Option("tags", "extra run tags: key=value lines or a JSON object", "train.tags"),
@@ -65,8 +79,9 @@ TRAIN_OPTIONS = (
 
 def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
     for option in options:
-        parser.add_argument(f"--{option.name}", dest=option.name.replace("-", "_"),
-                            help=option.help, default=None)
+        parser.add_argument(
+            f"--{option.name}", dest=option.name.replace("-", "_"), help=option.help, default=None
+        )
 
 
 def _value(args: argparse.Namespace, name: str) -> str:
@@ -113,22 +128,26 @@ def cmd_dvc_pull(args: argparse.Namespace) -> int:
     targets, remote = _targets(config), str(config.get("data.remote") or "")
     if args.plan:
         planned = data.plan(repo, targets, remote, os.environ, Path.home())
-        emit({
-            "remote": planned.remote,
-            "data-fingerprint": planned.fingerprint,
-            "cache-dir": planned.cache_dir,
-            "cache-key": f"mlops-dvc-{planned.fingerprint}",
-        })
+        emit(
+            {
+                "remote": planned.remote,
+                "data-fingerprint": planned.fingerprint,
+                "cache-dir": planned.cache_dir,
+                "cache-key": f"mlops-dvc-{planned.fingerprint}",
+            }
+        )
         return EXIT_OK
     with gha.group(f"dvc pull {' '.join(targets) or '(all targets)'}"):
         result = data.pull(repo, targets, remote, config.get("data.jobs"), os.environ, Path.home())
-    emit({
-        "files-fetched": str(result.files_fetched),
-        "bytes-fetched": str(result.bytes_fetched),
-        "data-fingerprint": result.fingerprint,
-        "remote": result.remote,
-        "cache-dir": result.cache_dir,
-    })
+    emit(
+        {
+            "files-fetched": str(result.files_fetched),
+            "bytes-fetched": str(result.bytes_fetched),
+            "data-fingerprint": result.fingerprint,
+            "remote": result.remote,
+            "cache-dir": result.cache_dir,
+        }
+    )
     gha.add_summary(report.dvc_pull_summary(result))
     return EXIT_OK
 
@@ -190,23 +209,32 @@ def run_train(config: Config, data_fingerprint: str) -> int:
     tags = {k: v for k, v in tags.items() if v}
     with gha.group(f"train: {source}"):
         result = train_core.run_training(request, tags)
-    emit({
-        "run-id": result.run_id,
-        "run-url": result.run_url,
-        "experiment-id": result.experiment_id,
-        "status": result.status,
-        "model-uri": result.model_uri,
-        "metrics": json.dumps(result.metrics, sort_keys=True),
-        "data-fingerprint": data_fingerprint,
-    })
+    emit(
+        {
+            "run-id": result.run_id,
+            "run-url": result.run_url,
+            "experiment-id": result.experiment_id,
+            "status": result.status,
+            "model-uri": result.model_uri,
+            "metrics": json.dumps(result.metrics, sort_keys=True),
+            "data-fingerprint": data_fingerprint,
+        }
+    )
     shown = tracking.redact(request.tracking_uri)
     gha.add_summary(report.train_summary(result, request.experiment, shown))
     if len(result.model_uris) > 1:
-        gha.annotate("warning", f"the run logged {len(result.model_uris)} models; model-uri is "
-                     f"the newest, {result.model_uri}", title="train")
+        gha.annotate(
+            "warning",
+            f"the run logged {len(result.model_uris)} models; model-uri is "
+            f"the newest, {result.model_uri}",
+            title="train",
+        )
     if not result.model_uri and result.succeeded:
-        gha.annotate("warning", "the run logged no model: model-uri is empty "
-                     "(log one with mlflow.<flavor>.log_model)", title="train")
+        gha.annotate(
+            "warning",
+            "the run logged no model: model-uri is empty (log one with mlflow.<flavor>.log_model)",
+            title="train",
+        )
     failed = train_core.failure(result)
     if failed is not None:
         raise failed
@@ -227,8 +255,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     fingerprint = ""
     if (repo / ".dvc").is_dir() or any(p.name == ".dvc" for p in repo.resolve().parents):
         with gha.group("stage 1/2: dvc-pull"):
-            pulled = data.pull(repo, _targets(config), str(config.get("data.remote") or ""),
-                               config.get("data.jobs"), os.environ, Path.home())
+            pulled = data.pull(
+                repo,
+                _targets(config),
+                str(config.get("data.remote") or ""),
+                config.get("data.jobs"),
+                os.environ,
+                Path.home(),
+            )
         print(report.dvc_pull_summary(pulled).splitlines()[2], file=sys.stderr)
         gha.add_summary(report.dvc_pull_summary(pulled))
         fingerprint = pulled.fingerprint
@@ -262,20 +296,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlops-actions {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    def verb(name: str, handler: Callable[[argparse.Namespace], int], text: str,
-             options: Sequence[Option]) -> argparse.ArgumentParser:
+    def verb(
+        name: str,
+        handler: Callable[[argparse.Namespace], int],
+        text: str,
+        options: Sequence[Option],
+    ) -> argparse.ArgumentParser:
         sub = verbs.add_parser(name, help=text, description=text)
         _add_options(sub, (CONFIG_OPTION, *options))
         sub.set_defaults(handler=handler)
         return sub
 
     pull = verb("dvc-pull", cmd_dvc_pull, "pull the DVC data the commit points to", DATA_OPTIONS)
-    pull.add_argument("--plan", action="store_true",
-                      help="only check the remote and print the fingerprint and cache path")
-    verb("train", cmd_train, "run training inside a tagged MLflow run",
-         (*MLFLOW_OPTIONS, *TRAIN_OPTIONS))
-    verb("run", cmd_run, "run the pipeline stages locally, in order",
-         (*MLFLOW_OPTIONS, *DATA_OPTIONS, *TRAIN_OPTIONS))
+    pull.add_argument(
+        "--plan",
+        action="store_true",
+        help="only check the remote and print the fingerprint and cache path",
+    )
+    verb(
+        "train",
+        cmd_train,
+        "run training inside a tagged MLflow run",
+        (*MLFLOW_OPTIONS, *TRAIN_OPTIONS),
+    )
+    verb(
+        "run",
+        cmd_run,
+        "run the pipeline stages locally, in order",
+        (*MLFLOW_OPTIONS, *DATA_OPTIONS, *TRAIN_OPTIONS),
+    )
     version = verbs.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _args: print(__version__) or EXIT_OK)
 
@@ -302,10 +351,17 @@ def _prepare_environment() -> None:
 
 def report_error(error: MlopsError) -> None:
     text = f"{error.message}. Fix: {error.hint}" if error.hint else error.message
-    gha.annotate("error", text, title=error.title, file=getattr(error, "file", None),
-                 line=getattr(error, "line", None))
-    gha.add_summary(f"### ❌ {error.title}\n\n{error.message}\n\n" +
-                    (f"**Fix:** {error.hint}\n" if error.hint else ""))
+    gha.annotate(
+        "error",
+        text,
+        title=error.title,
+        file=getattr(error, "file", None),
+        line=getattr(error, "line", None),
+    )
+    gha.add_summary(
+        f"### ❌ {error.title}\n\n{error.message}\n\n"
+        + (f"**Fix:** {error.hint}\n" if error.hint else "")
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -324,8 +380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception:
         traceback.print_exc()
-        gha.annotate("error", "internal error in mlops-actions (a bug): the traceback is above; "
-                     "please report it", title="internal error")
+        gha.annotate(
+            "error",
+            "internal error in mlops-actions (a bug): the traceback is above; please report it",
+            title="internal error",
+        )
         return EXIT_INTERNAL
 
 

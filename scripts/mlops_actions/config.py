@@ -175,12 +175,21 @@ def _parse_mapping(text: str, where: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- validation
 
 
-def _describe(error: jsonschema.ValidationError, schema: Mapping[str, Any]) -> str:
+def _unknown_keys(error: jsonschema.ValidationError) -> tuple[list[str], list[str]]:
+    """For an additionalProperties error: (allowed keys, unexpected keys), both sorted."""
+    if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
+        return [], []
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    allowed = sorted(schema.get("properties", {}))
+    return allowed, sorted(str(k) for k in error.instance if k not in allowed)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
     path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(error.schema.get("properties", {}))
+    allowed, unexpected = _unknown_keys(error)
+    if unexpected:
         messages = []
-        for key in sorted(set(error.instance) - set(allowed)):
+        for key in unexpected:
             close = difflib.get_close_matches(str(key), allowed, n=1)
             suggestion = f" (did you mean '{close[0]}'?)" if close else ""
             messages.append(
@@ -193,7 +202,8 @@ def _describe(error: jsonschema.ValidationError, schema: Mapping[str, Any]) -> s
         wanted = " or ".join(expected) if isinstance(expected, list) else expected
         return f"{path}: expected {wanted}, got {got} {error.instance!r}"
     if error.validator in ("enum", "const"):
-        options = error.validator_value if error.validator == "enum" else [error.validator_value]
+        value = error.validator_value
+        options = value if error.validator == "enum" and isinstance(value, list) else [value]
         return f"{path}: {error.instance!r} is not one of {', '.join(map(repr, options))}"
     if error.validator == "minLength":
         return f"{path}: must not be empty"
@@ -202,17 +212,26 @@ def _describe(error: jsonschema.ValidationError, schema: Mapping[str, Any]) -> s
     return f"{path}: {error.message}"
 
 
-def validate(document: Any, *, origin: str, lines: Mapping[tuple[Any, ...], int] | None = None) -> None:
+def _error_location(error: jsonschema.ValidationError) -> tuple[Any, ...]:
+    """The JSON path to point at: for an unknown key, the key itself, not its parent."""
+    path = tuple(error.absolute_path)
+    _, unexpected = _unknown_keys(error)
+    return (*path, unexpected[0]) if unexpected else path
+
+
+def validate(
+    document: Any, *, origin: str, lines: Mapping[tuple[Any, ...], int] | None = None
+) -> None:
     """Raise one ConfigError listing every schema violation in `document`."""
     schema = load_schema()
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
     if not errors:
         return
-    described = [_describe(e, schema) for e in errors]
+    described = [_describe(e) for e in errors]
     first_line = None
     if lines:
-        first_line = lines.get(tuple(errors[0].absolute_path))
+        first_line = lines.get(_error_location(errors[0]))
     where = f"{origin}:{first_line}" if first_line else origin
     error = ConfigError(f"{where}: " + "; ".join(described), SCHEMA_HINT)
     error.file = origin  # type: ignore[attr-defined]

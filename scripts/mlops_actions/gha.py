@@ -90,8 +90,10 @@ def format_annotation(
     """The `::error title=…::message` workflow command, escaped like actions/toolkit does."""
     props = {"file": file, "line": None if line is None else str(line), "title": title}
     rendered = ",".join(f"{k}={_escape_property(v)}" for k, v in props.items() if v)
-    return f"::{level} {rendered}::{_escape_data(message)}" if rendered else (
-        f"::{level}::{_escape_data(message)}"
+    return (
+        f"::{level} {rendered}::{_escape_data(message)}"
+        if rendered
+        else (f"::{level}::{_escape_data(message)}")
     )
 
 

@@ -125,7 +125,9 @@ class LoggedModelRef:
     uri: str
 
 
-def logged_models(mlflow_client: MlflowClient, experiment_id: str, run_id: str) -> list[LoggedModelRef]:
+def logged_models(
+    mlflow_client: MlflowClient, experiment_id: str, run_id: str
+) -> list[LoggedModelRef]:
     """The models a run logged, newest first, through MLflow 3's logged-model search."""
     found = mlflow_client.search_logged_models(
         experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'"

@@ -8,6 +8,7 @@ terminal state that matches the exit status: FINISHED (0), FAILED (non-zero) or 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -81,10 +82,8 @@ class _Cancelled(Exception):
 
 
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def run_supervised(
@@ -148,7 +147,7 @@ def _project_command(
 
     project_dir = Path(spec.uri)
     try:
-        project = load_project(str(project_dir))
+        project = load_project(str(project_dir))  # type: ignore[no-untyped-call]
         entry_point = project.get_entry_point(spec.entry_point)
         params = {k: str(v) for k, v in spec.parameters.items()}
         final, extra = entry_point.compute_parameters(params, storage_dir=None)
@@ -166,7 +165,10 @@ def _project_command(
 
 
 def _run_delegated(
-    spec: ProjectSpec, request: TrainRequest, experiment_id: str, run_id: str | None,
+    spec: ProjectSpec,
+    request: TrainRequest,
+    experiment_id: str,
+    run_id: str | None,
     tag_run: Callable[[str], None],
 ) -> tuple[str, int, int | None]:
     """Hand the project to MLflow's own backend (Kubernetes, Databricks, plugins, conda...)."""
@@ -189,7 +191,7 @@ def _run_delegated(
     previous = {s: signal.signal(s, cancel) for s in watched}
     submitted = None
     try:
-        submitted = mlflow.projects.run(
+        submitted = mlflow.projects.run(  # type: ignore[no-untyped-call]
             spec.uri,
             entry_point=spec.entry_point,
             parameters=dict(spec.parameters),
@@ -215,8 +217,10 @@ def _run_delegated(
     except _Cancelled as cancelled:
         if submitted is not None:
             submitted.cancel()
-        return (submitted.run_id if submitted else run_id or ""), 128 + cancelled.signum, (
-            cancelled.signum
+        return (
+            (submitted.run_id if submitted else run_id or ""),
+            128 + cancelled.signum,
+            (cancelled.signum),
         )
     except MlflowException as exc:
         raise ConfigError(f"MLflow Project '{spec.uri}': {exc}") from None

@@ -1,0 +1,145 @@
+"""The composite actions, executed step by step the way the runner does."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.composite import run_action
+from tests.conftest import ROOT, S3Server, clean_env
+
+GITHUB = {
+    "GITHUB_SHA": "fedcba9876543210fedcba9876543210fedcba98",
+    "GITHUB_REF_NAME": "7/merge",
+    "GITHUB_HEAD_REF": "feature/better-model",
+    "GITHUB_REPOSITORY": "acme/iris",
+    "GITHUB_SERVER_URL": "https://github.com",
+    "GITHUB_RUN_ID": "99",
+    "GITHUB_RUN_ATTEMPT": "2",
+    "GITHUB_ACTOR": "hubot",
+    "GITHUB_EVENT_NAME": "pull_request",
+}
+
+
+def test_dvc_pull_then_train_actions(
+    example: Path, tmp_path: Path, mlflow_server: str, s3_server: S3Server
+) -> None:
+    from mlflow import MlflowClient
+
+    env = clean_env(tmp_path, **GITHUB, MLFLOW_TRACKING_URI=mlflow_server)
+    pulled = run_action(ROOT / "actions" / "dvc-pull", {"jobs": "2"}, workspace=example, env=env)
+    assert pulled.outcome == "success", pulled.log
+    # The suite is already on PATH in this job, so the setup steps find it and do nothing.
+    assert pulled.step("plan").outputs["installed"] == "true"
+    assert pulled.outputs["files-fetched"] == "1"
+    assert int(pulled.outputs["bytes-fetched"]) == (example / "data" / "iris.csv").stat().st_size
+    assert len(pulled.outputs["data-fingerprint"]) == 64
+    cache_step = next(s for s in pulled.steps if s.id == "dvc-cache")
+    assert cache_step.with_["path"] == str(example / ".dvc" / "cache" / "files" / "md5")
+    assert cache_step.with_["key"] == f"Linux-mlops-dvc-{pulled.outputs['data-fingerprint']}"
+    assert "### 📦 dvc-pull" in pulled.summary
+
+    trained = run_action(
+        ROOT / "actions" / "train",
+        {
+            "experiment": "actions",
+            "data-fingerprint": pulled.outputs["data-fingerprint"],
+            "run-name": "pr-7",
+        },
+        workspace=example,
+        env=env,
+    )
+    assert trained.outcome == "success", trained.log
+    outputs = trained.outputs
+    run = MlflowClient(mlflow_server).get_run(outputs["run-id"])
+    assert run.info.status == "FINISHED" == outputs["status"]
+    assert run.info.run_name == "pr-7"
+    assert run.data.tags["mlops.git.branch"] == "feature/better-model"
+    assert run.data.tags["mlops.data.fingerprint"] == pulled.outputs["data-fingerprint"]
+    assert run.data.tags["mlops.github.run_url"].endswith("/acme/iris/actions/runs/99/attempts/2")
+    assert outputs["model-uri"].startswith("models:/m-")
+    assert outputs["run-url"].startswith(mlflow_server)
+    assert '"accuracy"' in outputs["metrics"]
+    assert "train: finished" in trained.summary
+    assert outputs["run-id"] in trained.summary
+
+
+def test_train_action_failure_sets_outputs_and_fails_the_step(
+    example: Path, tmp_path: Path, mlflow_server: str
+) -> None:
+    from mlflow import MlflowClient
+
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    result = run_action(
+        ROOT / "actions" / "train",
+        {"command": "echo training; exit 7", "experiment": "actions-fail"},
+        workspace=example,
+        env=env,
+    )
+    assert result.outcome == "failure"
+    step = result.step("train")
+    assert step.returncode == 7
+    assert result.outputs["status"] == "FAILED"
+    assert MlflowClient(mlflow_server).get_run(result.outputs["run-id"]).info.status == "FAILED"
+    assert "::error title=command failed::training failed with exit status 7" in step.stdout
+    assert "command failed" in result.summary
+
+
+def test_dvc_pull_action_keeps_s3_credentials_out_of_every_log(
+    example: Path, tmp_path: Path, s3_server: S3Server
+) -> None:
+    """A bad endpoint fails the pull; the secret must appear nowhere but in the mask command."""
+    env = clean_env(tmp_path, **s3_server.credentials())
+    example.joinpath(".dvc", "config").write_text(
+        example.joinpath(".dvc", "config").read_text()
+        + "['remote \"s3store\"']\n    url = s3://missing-bucket/x\n"
+        + f"    endpointurl = {s3_server.endpoint}\n"
+    )
+    result = run_action(
+        ROOT / "actions" / "dvc-pull", {"remote": "s3store"}, workspace=example, env=env
+    )
+    assert result.outcome == "failure"
+    text = result.log + result.summary + "".join(result.outputs.values())
+    assert text.count(s3_server.secret_key) == text.count(f"::add-mask::{s3_server.secret_key}")
+    assert "'s3store'" in result.log
+
+
+@pytest.mark.timeout(900)
+def test_setup_action_installs_once_and_reuses_the_environment(tmp_path: Path) -> None:
+    """The root action on a machine without the suite: a real install, then a cache hit."""
+    home = tmp_path / "suite-home"
+    path = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "mlops-actions").exists()
+    )
+    env = clean_env(tmp_path, MLOPS_ACTIONS_HOME=str(home), PATH=path)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    first = run_action(ROOT, {}, workspace=workspace, env=env)
+    assert first.outcome == "success", first.log
+    assert first.step("plan").outputs["installed"] == "false"
+    cache = next(s for s in first.steps if s.uses.startswith("actions/cache@"))
+    assert cache.with_["key"].startswith("mlops-actions-linux-")
+    assert cache.with_["path"].startswith(str(home))
+    assert first.outputs["cache-hit"] == "false"
+    from mlops_actions import __version__
+
+    assert first.outputs["version"] == __version__
+    assert first.path_added == [str(home / "bin")]
+    assert not (home / "bin" / "python").exists()  # the user's python is not shadowed
+
+    # A later job whose cache restored the venv: nothing is installed again.
+    second = run_action(ROOT, {}, workspace=workspace, env=env)
+    assert second.outputs["cache-hit"] == "true", second.log
+    # Within the same job the verb actions find the suite on PATH and skip setup entirely.
+    env["PATH"] = f"{home / 'bin'}{os.pathsep}{path}"
+    third = run_action(ROOT, {}, workspace=workspace, env=env)
+    assert third.step("plan").outputs["installed"] == "true"
+
+
+def test_setup_rejects_a_python_that_is_too_old_or_missing(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, MLOPS_ACTIONS_HOME=str(tmp_path / "h"), PATH="/usr/bin:/bin")
+    result = run_action(ROOT, {"python": "python-does-not-exist"}, workspace=tmp_path, env=env)
+    assert result.outcome == "failure"
+    assert "Python interpreter 'python-does-not-exist' not found" in result.log

@@ -1,0 +1,68 @@
+"""The CLI as a user meets it: the example pipeline, config commands, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import assert_one_line_error, clean_env, run_cli
+
+
+def test_run_executes_the_example_pipeline_offline(example: Path, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    result = run_cli(["run"], example, clean_env(tmp_path))
+    assert result.returncode == 0, result.output
+    assert "stage 1/2: dvc-pull" in result.stderr
+    assert "stage 2/2: train" in result.stderr
+    assert (example / "data" / "iris.csv").is_file()
+    client = MlflowClient(f"sqlite:///{example / 'mlflow.db'}")
+    run = client.get_run(result.outputs()["run-id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlops.data.fingerprint"] == result.outputs()["data-fingerprint"]
+    assert client.get_experiment(run.info.experiment_id).name == "iris"
+
+
+def test_config_validate_and_show(example: Path, tmp_path: Path) -> None:
+    env = clean_env(tmp_path, MLFLOW_EXPERIMENT_NAME="from-env")
+    valid = run_cli(["config", "validate"], example, env)
+    assert valid.returncode == 0
+    assert "mlops.yaml: valid" in valid.stdout
+    shown = run_cli(["config", "show", "--remote", "bundled"], example, env)
+    assert shown.returncode == 0
+    assert 'experiment: "from-env"  # environment MLFLOW_EXPERIMENT_NAME' in shown.stdout
+    assert 'remote: "bundled"  # input remote' in shown.stdout
+    assert 'command: "python train.py --C 1.0 --max-iter 200"  # file mlops.yaml' in shown.stdout
+
+
+def test_unknown_key_is_one_error_line_with_the_file_line(tmp_path: Path) -> None:
+    (tmp_path / "mlops.yaml").write_text("version: 1\ntrain:\n  comand: python train.py\n")
+    result = run_cli(["train"], tmp_path, clean_env(tmp_path, GITHUB_ACTIONS="true"))
+    assert result.returncode == 2
+    line = assert_one_line_error(result, "$.train.comand", "did you mean 'command'")
+    assert line.startswith("::error file=mlops.yaml,line=3,title=configuration error::")
+
+
+def test_wrong_type_names_the_field(tmp_path: Path) -> None:
+    (tmp_path / "mlops.yaml").write_text("data:\n  jobs: lots\n")
+    result = run_cli(["dvc-pull"], tmp_path, clean_env(tmp_path))
+    assert result.returncode == 2
+    assert_one_line_error(result, "$.data.jobs", "expected integer")
+
+
+def test_wrong_input_type_names_the_input(tmp_path: Path) -> None:
+    result = run_cli(["dvc-pull"], tmp_path, clean_env(tmp_path, INPUT_JOBS="many"))
+    assert result.returncode == 2
+    assert_one_line_error(result, "input 'jobs'")
+
+
+def test_named_config_file_must_exist(tmp_path: Path) -> None:
+    result = run_cli(["config", "validate", "--config", "nope.yaml"], tmp_path, clean_env(tmp_path))
+    assert result.returncode == 2
+    assert_one_line_error(result, "nope.yaml does not exist")
+
+
+def test_version(tmp_path: Path) -> None:
+    from mlops_actions import __version__
+
+    result = run_cli(["--version"], tmp_path, clean_env(tmp_path))
+    assert result.stdout.strip() == f"mlops-actions {__version__}"
