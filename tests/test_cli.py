@@ -66,3 +66,20 @@ def test_version(tmp_path: Path) -> None:
 
     result = run_cli(["--version"], tmp_path, clean_env(tmp_path))
     assert result.stdout.strip() == f"mlops-actions {__version__}"
+
+
+def test_run_outside_a_dvc_repository_skips_the_pull_and_honours_train_flags(
+    tmp_path: Path,
+) -> None:
+    from mlflow import MlflowClient
+
+    project = tmp_path / "plain"
+    project.mkdir()
+    result = run_cli(
+        ["run", "--command", "echo trained", "--experiment", "plain"], project, clean_env(tmp_path)
+    )
+    assert result.returncode == 0, result.output
+    assert "dvc-pull skipped (not a DVC repository)" in result.stderr
+    run = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(result.outputs()["run-id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.source.name"] == "echo trained"

@@ -14,11 +14,14 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, gha
 from .config import CONFIG_FILE_NAME, Config, resolve
 from .errors import EXIT_INTERNAL, EXIT_OK, MlopsError
+
+if TYPE_CHECKING:
+    from .data import PullResult
 
 
 @dataclass(frozen=True)
@@ -120,14 +123,36 @@ def _targets(config: Config) -> list[str]:
     return [str(t) for t in config.get("data.targets") or []]
 
 
-def cmd_dvc_pull(args: argparse.Namespace) -> int:
+def _pull_data(config: Config) -> PullResult:
+    """dvc-pull as configured, with its job summary; shared by `dvc-pull` and `run`."""
     from . import data, report
 
-    config = load_config(args, (*DATA_OPTIONS,))
-    repo = Path(config.get("data.repo", "."))
-    targets, remote = _targets(config), str(config.get("data.remote") or "")
+    targets = _targets(config)
+    with gha.group(f"dvc pull {' '.join(targets) or '(all targets)'}"):
+        result = data.pull(
+            Path(config.get("data.repo", ".")),
+            targets,
+            str(config.get("data.remote") or ""),
+            config.get("data.jobs"),
+            os.environ,
+            Path.home(),
+        )
+    gha.add_summary(report.dvc_pull_summary(result))
+    return result
+
+
+def cmd_dvc_pull(args: argparse.Namespace) -> int:
+    from . import data
+
+    config = load_config(args, DATA_OPTIONS)
     if args.plan:
-        planned = data.plan(repo, targets, remote, os.environ, Path.home())
+        planned = data.plan(
+            Path(config.get("data.repo", ".")),
+            _targets(config),
+            str(config.get("data.remote") or ""),
+            os.environ,
+            Path.home(),
+        )
         emit(
             {
                 "remote": planned.remote,
@@ -137,8 +162,7 @@ def cmd_dvc_pull(args: argparse.Namespace) -> int:
             }
         )
         return EXIT_OK
-    with gha.group(f"dvc pull {' '.join(targets) or '(all targets)'}"):
-        result = data.pull(repo, targets, remote, config.get("data.jobs"), os.environ, Path.home())
+    result = _pull_data(config)
     emit(
         {
             "files-fetched": str(result.files_fetched),
@@ -148,7 +172,6 @@ def cmd_dvc_pull(args: argparse.Namespace) -> int:
             "cache-dir": result.cache_dir,
         }
     )
-    gha.add_summary(report.dvc_pull_summary(result))
     return EXIT_OK
 
 
@@ -248,23 +271,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The pipeline stages, in order, on this machine: dvc-pull, then train."""
-    from . import data, report
+    from . import data
 
-    config = load_config(args, (*MLFLOW_OPTIONS, *DATA_OPTIONS))
-    repo = Path(config.get("data.repo", "."))
+    config = load_config(args, (*MLFLOW_OPTIONS, *DATA_OPTIONS, *TRAIN_OPTIONS))
     fingerprint = ""
-    if (repo / ".dvc").is_dir() or any(p.name == ".dvc" for p in repo.resolve().parents):
-        with gha.group("stage 1/2: dvc-pull"):
-            pulled = data.pull(
-                repo,
-                _targets(config),
-                str(config.get("data.remote") or ""),
-                config.get("data.jobs"),
-                os.environ,
-                Path.home(),
-            )
-        print(report.dvc_pull_summary(pulled).splitlines()[2], file=sys.stderr)
-        gha.add_summary(report.dvc_pull_summary(pulled))
+    if data.in_repository(Path(config.get("data.repo", "."))):
+        print("stage 1/2: dvc-pull", file=sys.stderr)
+        pulled = _pull_data(config)
+        print(f"pulled {pulled.files_fetched} file(s) from '{pulled.remote}'", file=sys.stderr)
         fingerprint = pulled.fingerprint
     else:
         print("stage 1/2: dvc-pull skipped (not a DVC repository)", file=sys.stderr)

@@ -230,6 +230,12 @@ def plan(
         return PullPlan(name, fingerprint(entries), entries, str(repo.cache.local.path))
 
 
+def in_repository(path: Path) -> bool:
+    """True when `path` or one of its parents holds a .dvc directory."""
+    resolved = path.resolve()
+    return any((folder / ".dvc").is_dir() for folder in (resolved, *resolved.parents))
+
+
 def workspace_fingerprint(repo_dir: Path, targets: Sequence[str] = ()) -> str:
     """The fingerprint of what the checkout tracks, or '' outside a DVC repository."""
     try:
