@@ -34,10 +34,6 @@ def resolve_tracking_uri(configured: str, cwd: Path) -> str:
     return f"sqlite:///{(cwd / EMBEDDED_STORE_FILE).resolve()}"
 
 
-def is_embedded(tracking_uri: str) -> bool:
-    return tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
-
-
 def redact(uri: str) -> str:
     """A URI safe to print: no user name or password."""
     parts = urlsplit(uri)
