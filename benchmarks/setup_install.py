@@ -366,6 +366,26 @@ class CpuMonitor:
         return max(foreign, 0.0) / wall if wall > 0 else None
 
 
+def filesystem_of(path: Path) -> str:
+    """Type of the filesystem holding ``path`` ("ext4 (no journal)" matters, see retire())."""
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    best, fstype, source = "", "unknown", ""
+    target = os.fspath(path.resolve())
+    for line in mounts:
+        pre, _, post = line.partition(" - ")
+        mount_point = pre.split()[4]
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best) and post:
+            best, (fstype, source) = mount_point, post.split()[:2]
+    if fstype == "ext4":
+        journal = any(Path("/proc/fs/jbd2").glob(f"{Path(source).name}-*"))
+        return "ext4" if journal else "ext4 (no journal)"
+    return fstype
+
+
 def os_name() -> str:
     try:
         for line in Path("/etc/os-release").read_text().splitlines():
@@ -410,7 +430,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def markdown(runs: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+def markdown(runs: list[dict[str, Any]], summary: dict[str, Any], filesystem: str) -> str:
     ours = [r["ours"] for r in runs]
     base = [r["baseline"] for r in runs if r.get("baseline")]
     rows = ["| Measurement | Time (s) | Venv size (MiB, du) |", "| --- | ---: | ---: |"]
@@ -465,6 +485,12 @@ def markdown(runs: list[dict[str, Any]], summary: dict[str, Any]) -> str:
         )
     elif foreign:
         lines.append(f"- Other processes used {max(foreign):.2f} CPU cores on average (idle).")
+    if filesystem == "ext4 (no journal)":
+        lines.append(
+            "- Temp directory on ext4 without a journal: creating files within a minute or so "
+            "of mass deletions (an earlier run, other jobs) is several times slower; "
+            "compare runs with care."
+        )
     return "\n".join(lines)
 
 
@@ -480,6 +506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     python = Path(sys.executable).resolve()
     compress, _, _ = zstd_commands()
     base = Path(tempfile.mkdtemp(prefix="mlops-actions-bench-"))
+    filesystem = filesystem_of(base)
     runs: list[dict[str, Any]] = []
     try:
         for i in range(args.repeat):
@@ -500,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rmtree(base)
 
     summary = summarise(runs)
-    print(markdown(runs, summary))
+    print(markdown(runs, summary, filesystem))
     if args.json:
         result = {
             "benchmark": "setup_install",
@@ -512,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "arch": platform.machine(),
                 "python": platform.python_version(),
                 "python_executable": os.fspath(python),
+                "temp_filesystem": filesystem,
             },
             "settings": {
                 "repeat": args.repeat,
