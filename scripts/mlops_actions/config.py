@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +43,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+@functools.cache
 def load_schema() -> dict[str, Any]:
+    """The shipped schema, read once per process (callers must not modify it)."""
     text = resources.files(__package__).joinpath("schema/mlops.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
@@ -368,24 +371,17 @@ def resolve(
             "create it, or point the `config` input / MLOPS_CONFIG at the right path",
         )
 
+    # One leaf at a time, so each value keeps its own origin for `config show`.
     schema = load_schema()
-    env_layer: dict[str, Any] = {}
-    env_origins: dict[str, str] = {}
     for dotted, leaf in _leaf_schemas(schema):
         variable = environment_variable(dotted)
         raw = environ.get(variable, "")
         if raw.strip():
-            _set(env_layer, dotted, coerce(raw, leaf, f"environment variable {variable}"))
-            env_origins[dotted] = f"environment {variable}"
-    for dotted, origin in env_origins.items():
-        _merge_layer(merged, sources, _subtree(env_layer, dotted), origin)
-
+            value = coerce(raw, leaf, f"environment variable {variable}")
+            _merge_value(merged, sources, dotted, value, f"environment {variable}")
     for dotted, (name, raw) in (inputs or {}).items():
-        leaf = schema_at(dotted, schema)
-        value = coerce(raw, leaf, f"input '{name}'")
-        layer: dict[str, Any] = {}
-        _set(layer, dotted, value)
-        _merge_layer(merged, sources, layer, f"input {name}")
+        value = coerce(raw, schema_at(dotted, schema), f"input '{name}'")
+        _merge_value(merged, sources, dotted, value, f"input {name}")
 
     try:
         validate(merged, origin="effective configuration")
@@ -395,13 +391,12 @@ def resolve(
     return Config(values=merged, sources=sources, path=used_path)
 
 
-def _subtree(tree: Mapping[str, Any], dotted: str) -> dict[str, Any]:
-    node: Any = tree
-    for part in dotted.split("."):
-        node = node[part]
-    out: dict[str, Any] = {}
-    _set(out, dotted, node)
-    return out
+def _merge_value(
+    merged: dict[str, Any], sources: dict[str, str], dotted: str, value: Any, origin: str
+) -> None:
+    layer: dict[str, Any] = {}
+    _set(layer, dotted, value)
+    _merge_layer(merged, sources, layer, origin)
 
 
 def _attribute(message: str, sources: Mapping[str, str]) -> str:

@@ -41,6 +41,7 @@ class PullResult:
 @dataclass(frozen=True)
 class PullPlan:
     remote: str
+    remote_url: str
     fingerprint: str
     entries: tuple[DataEntry, ...]
     cache_dir: str
@@ -224,10 +225,17 @@ def plan(
 ) -> PullPlan:
     """Everything a pull needs to know before downloading: remote, fingerprint, cache path."""
     with _open_repo(repo_dir) as repo:
-        entries = _collect_entries(repo, targets)
-        remotes, default = _remote_settings(repo)
-        name = check_remote(remotes, default, remote, environ, home)
-        return PullPlan(name, fingerprint(entries), entries, str(repo.cache.local.path))
+        return _plan(repo, targets, remote, environ, home)
+
+
+def _plan(
+    repo: Any, targets: Sequence[str], remote: str, environ: Mapping[str, str], home: Path
+) -> PullPlan:
+    entries = _collect_entries(repo, targets)
+    remotes, default = _remote_settings(repo)
+    name = check_remote(remotes, default, remote, environ, home)
+    url = str(remotes[name].get("url", ""))
+    return PullPlan(name, url, fingerprint(entries), entries, str(repo.cache.local.path))
 
 
 def in_repository(path: Path) -> bool:
@@ -257,14 +265,12 @@ def pull(
     from dvc.exceptions import CheckoutError, DownloadError, DvcException
 
     with _open_repo(repo_dir) as repo:
-        entries = _collect_entries(repo, targets)
-        remotes, default = _remote_settings(repo)
-        name = check_remote(remotes, default, remote, environ, home)
-        where = _describe_remote(name, str(remotes[name].get("url", "")))
-        cache_dir = Path(repo.cache.local.path)
+        planned = _plan(repo, targets, remote, environ, home)
+        where = _describe_remote(planned.remote, planned.remote_url)
+        cache_dir = Path(planned.cache_dir)
         before = _cache_inventory(cache_dir)
         try:
-            result = repo.pull(targets=list(targets) or None, remote=name, jobs=jobs)
+            result = repo.pull(targets=list(targets) or None, remote=planned.remote, jobs=jobs)
         except DownloadError as exc:
             raise ServiceError(
                 f"{exc.amount} file(s) failed to download from {where}",
@@ -288,4 +294,6 @@ def pull(
         after = _cache_inventory(cache_dir)
     fetched = int(result.get("stats", {}).get("fetched", 0))
     new_bytes = sum(size for path, size in after.items() if path not in before)
-    return PullResult(name, fetched, new_bytes, fingerprint(entries), entries, str(cache_dir))
+    return PullResult(
+        planned.remote, fetched, new_bytes, planned.fingerprint, planned.entries, planned.cache_dir
+    )

@@ -90,11 +90,8 @@ def format_annotation(
     """The `::error title=…::message` workflow command, escaped like actions/toolkit does."""
     props = {"file": file, "line": None if line is None else str(line), "title": title}
     rendered = ",".join(f"{k}={_escape_property(v)}" for k, v in props.items() if v)
-    return (
-        f"::{level} {rendered}::{_escape_data(message)}"
-        if rendered
-        else (f"::{level}::{_escape_data(message)}")
-    )
+    head = f"::{level} {rendered}" if rendered else f"::{level}"
+    return f"{head}::{_escape_data(message)}"
 
 
 def annotate(
