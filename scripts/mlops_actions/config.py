@@ -23,6 +23,8 @@ import yaml
 from .errors import ConfigError
 
 CONFIG_FILE_NAME = "mlops.yaml"
+TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+FALSE_WORDS = frozenset({"false", "no", "off", "0"})
 SCHEMA_HINT = "see the mlops.yaml reference in the README, or run `mlops-actions config show`"
 
 # Well-known variables that other tools already use; every other leaf has MLOPS_<PATH>.
@@ -40,6 +42,15 @@ DEFAULTS: dict[str, Any] = {
     "mlflow": {"tracking_uri": ""},
     "data": {"targets": [], "repo": "."},
     "train": {"working_directory": "."},
+    "gate": {
+        "first_model": "pass",
+        "champion_alias": "champion",
+        "advisory": False,
+        "compare": "logged",
+        "history": 10,
+        "evaluation": {"python": "python", "metric_prefix": "eval_"},
+        "report": {"pr_comment": True, "check_run": True},
+    },
 }
 
 
@@ -141,12 +152,34 @@ def coerce(raw: str, leaf: Mapping[str, Any], where: str) -> Any:
             return int(text)
         except ValueError:
             raise ConfigError(f"{where} must be a whole number, got {raw!r}") from None
+    if "boolean" in kinds:
+        if text.lower() in TRUE_WORDS | FALSE_WORDS:
+            return text.lower() in TRUE_WORDS
+        raise ConfigError(f"{where} must be 'true' or 'false', got {raw!r}")
+    if "number" in kinds:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{where} must be a number, got {raw!r}") from None
+    if "array" in kinds and leaf.get("items", {}).get("type") == "object":
+        return _parse_document(text, where, list)
     if "array" in kinds:
         items = [piece for line in text.splitlines() for piece in line.replace(",", " ").split()]
         return items
     if "object" in kinds and ("string" not in kinds or text.startswith("{")):
         return _parse_mapping(text, where)
     return raw if "string" in kinds or kind is None else text
+
+
+def _parse_document(text: str, where: str, kind: type) -> Any:
+    """A YAML (or JSON, which is YAML) value of the given kind, e.g. a list of gate rules."""
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML or JSON: {exc}") from None
+    if not isinstance(parsed, kind):
+        raise ConfigError(f"{where} must be a YAML or JSON {'list' if kind is list else 'mapping'}")
+    return parsed
 
 
 def _parse_mapping(text: str, where: str) -> dict[str, Any]:
@@ -210,6 +243,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{path}: {error.instance!r} is not one of {', '.join(map(repr, options))}"
     if error.validator == "minLength":
         return f"{path}: must not be empty"
+    branches = error.validator_value if error.validator == "anyOf" else None
+    if isinstance(branches, list) and all(set(branch) == {"required"} for branch in branches):
+        keys = [key for branch in branches for key in branch["required"]]
+        return f"{path}: set at least one of {', '.join(keys)}"
     if error.validator == "not" and error.validator_value == {"required": ["command", "project"]}:
         return f"{path}: set either 'command' or 'project', not both"
     return f"{path}: {error.message}"

@@ -149,6 +149,7 @@ def check_remote(
 def _open_repo(repo_dir: Path) -> Iterator[Any]:
     from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
+    from dvc.scm import SCMError
 
     try:
         repo = Repo(str(repo_dir))
@@ -156,6 +157,11 @@ def _open_repo(repo_dir: Path) -> Iterator[Any]:
         raise ConfigError(
             f"{repo_dir} is not inside a DVC repository",
             "run the step in the repository (working directory), or set data.repo",
+        ) from None
+    except SCMError as error:
+        raise ConfigError(
+            f"DVC repository {repo_dir.resolve()} expects Git: {error}",
+            "run it inside a Git checkout (git init), or `dvc config core.no_scm true`",
         ) from None
     try:
         yield repo

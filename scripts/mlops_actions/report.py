@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass
+
 from .data import PullResult
+from .gate import Decision, RuleResult
 from .train import TrainResult
 
 STATUS_MARK = {"FINISHED": "✅", "FAILED": "❌", "KILLED": "⏹️"}
@@ -59,4 +64,153 @@ def train_summary(result: TrainResult, experiment: str, tracking_display: str) -
     if result.metrics:
         lines += ["", "| metric | value |", "|---|---:|"]
         lines += [f"| {_cell(k)} | {v:.6g} |" for k, v in sorted(result.metrics.items())]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the gate
+
+
+@dataclass(frozen=True)
+class GateFacts:
+    """What the gate report says besides the decision itself: names and links."""
+
+    model_name: str
+    alias: str
+    compare: str  # logged | evaluate
+    candidate: str  # as given (run id or model URI)
+    candidate_run_url: str = ""
+    champion_version: str = ""  # '' when there is no champion
+    champion_run_url: str = ""
+    workflow_run_url: str = ""
+    primary_metric: str = ""
+    history: tuple[tuple[str, float], ...] = ()  # (version label, value), oldest first
+
+
+def number(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.5g}"
+
+
+def _delta(rule: RuleResult) -> str:
+    if rule.delta is None or rule.improvement is None:
+        return "—"
+    if rule.improvement == 0:
+        return "±0 (tie)"
+    trend = "better" if rule.improvement > 0 else "worse"
+    pct = f", {rule.improvement_pct:+.2f} %" if rule.improvement_pct is not None else ""
+    if rule.improvement_pct is not None and math.isinf(rule.improvement_pct):
+        pct = ""
+    return f"{rule.delta:+.4g} ({trend}{pct})"
+
+
+def _mark(passed: bool | None) -> str:
+    return {True: "✅", False: "❌", None: "⚪"}[passed]
+
+
+def gate_title(decision: Decision) -> str:
+    """One line: the check run's title and the commit status's description."""
+    total = len(decision.rules)
+    failed = len(decision.failed_rules)
+    if decision.passed:
+        head = f"passed: {total} of {total} rules"
+    elif failed:
+        head = f"rejected: {failed} of {total} rules failed"
+    else:
+        head = "rejected: " + decision.reasons[0]
+    if decision.first_model:
+        head += " (first model)"
+    return f"advisory, would be {head}" if decision.advisory and not decision.passed else head
+
+
+def _link(text: str, url: str) -> str:
+    return f"[{text}]({url})" if url else text
+
+
+def history_chart(facts: GateFacts, decision: Decision) -> str:
+    """A mermaid bar chart of the primary metric across champion versions and the candidate.
+
+    GitHub renders mermaid itself, so no image leaves the repository.
+    """
+    rule = next((r for r in decision.rules if r.metric == facts.primary_metric), None)
+    points = [(label, value) for label, value in facts.history if math.isfinite(value)]
+    if rule is not None and rule.candidate is not None and math.isfinite(rule.candidate):
+        points.append(("candidate", rule.candidate))
+    if len(points) < 2 or rule is None:
+        return ""
+    threshold = next((c.limit for c in rule.checks if c.bound == "threshold"), None)
+    values = [value for _, value in points] + ([threshold] if threshold is not None else [])
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.1 or abs(high) * 0.05 or 1.0
+    labels = ", ".join(json.dumps(label) for label, _ in points)
+    lines = [
+        "```mermaid",
+        "xychart-beta",
+        f'  title "{facts.primary_metric}: recent champion versions and the candidate"',
+        f"  x-axis [{labels}]",
+        f'  y-axis "{facts.primary_metric}" {low - pad:.6g} --> {high + pad:.6g}',
+        "  bar [" + ", ".join(f"{value:.6g}" for _, value in points) + "]",
+    ]
+    if threshold is not None:
+        lines.append("  line [" + ", ".join(f"{threshold:.6g}" for _ in points) + "]")
+    lines.append("```")
+    if threshold is not None:
+        lines.append(f"Bars: {facts.primary_metric}; line: the threshold, {threshold:g}.")
+    return "\n".join(lines)
+
+
+def gate_report(decision: Decision, facts: GateFacts) -> str:
+    """The Markdown report: job summary, PR comment and check-run text all use it."""
+    if decision.passed:
+        head = f"### ✅ Gate passed: `{facts.model_name}`"
+    elif decision.advisory:
+        head = f"### ⚠️ Gate would reject `{facts.model_name}` (advisory mode: not enforced)"
+    else:
+        head = f"### ❌ Gate rejected `{facts.model_name}`"
+    how = (
+        "metrics logged on the runs"
+        if facts.compare == "logged"
+        else "both models evaluated on the same dataset"
+    )
+    candidate = _link(f"`{_cell(facts.candidate)}`", facts.candidate_run_url)
+    if facts.champion_version:
+        champion = _link(f"`{facts.model_name}` v{facts.champion_version}", facts.champion_run_url)
+        against = f"against the champion {champion} (`@{facts.alias}`)"
+    else:
+        policy = decision.first_model_policy
+        against = f"with no champion yet (no version holds `@{facts.alias}`; first_model: {policy})"
+    lines = [
+        head,
+        "",
+        f"Candidate {candidate} {against}, compared on {how}.",
+        "",
+        "| | metric | candidate | champion | change | checks |",
+        "|---|---|---:|---:|---|---|",
+    ]
+    for rule in decision.rules:
+        checks = " · ".join(f"{_mark(c.passed)} {_cell(c.reason)}" for c in rule.checks)
+        lines.append(
+            f"| {_mark(rule.passed)} | `{_cell(rule.metric)}` ({rule.direction} is better) "
+            f"| {number(rule.candidate)} | {number(rule.champion)} | {_delta(rule)} | {checks} |"
+        )
+    if not decision.passed:
+        lines += ["", "**Why:**", ""] + [f"- {_cell(reason)}" for reason in decision.reasons]
+    chart = history_chart(facts, decision)
+    if chart:
+        lines += ["", chart]
+    lines += [
+        "",
+        "<sub>Bounds are inclusive: a tie at a bound passes. ⚪ means not applicable "
+        "(no champion to compare with)."
+        + (
+            f" Decided in {_link('this workflow run', facts.workflow_run_url)}."
+            if facts.workflow_run_url
+            else ""
+        )
+        + "</sub>",
+    ]
     return "\n".join(lines)

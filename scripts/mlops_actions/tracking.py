@@ -87,6 +87,11 @@ def tracking_server(tracking_uri: str, doing: str) -> Iterator[None]:
         code = getattr(exc, "error_code", "")
         if code in {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST"}:
             raise ConfigError(f"MLflow rejected the request while {doing}: {exc}") from None
+        if code == "RESOURCE_DOES_NOT_EXIST":
+            raise ConfigError(
+                f"MLflow found nothing while {doing}: {getattr(exc, 'message', exc)}",
+                "check the run id, model name or version",
+            ) from None
         reason = _reason(exc)
         raise ServiceError(
             f"MLflow tracking server {redact(tracking_uri)} failed while {doing}: {reason}",

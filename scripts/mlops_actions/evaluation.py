@@ -1,0 +1,196 @@
+"""The metric values the gate compares, in either mode.
+
+- logged: the metrics logged on the candidate's run and on the champion version's run.
+- evaluate: both models evaluated on the same dataset by MLflow's default evaluator, in the
+  user's Python (see evaluation_worker.py), with the results logged back to the candidate run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError, ServiceError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from .registry import Candidate, VersionRef
+
+WORKER = Path(__file__).with_name("evaluation_worker.py")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    candidate: dict[str, float]
+    champion: dict[str, float] | None  # None: there is no champion
+    champion_evaluation_run_id: str = ""  # evaluate mode: the nested run with the champion's
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    data: Path
+    targets: str
+    model_type: str
+    python: str
+    metric_prefix: str
+
+
+def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
+    """A run's latest metric values; {} for a version registered without a run."""
+    if not run_id:
+        return {}
+    return {k: float(v) for k, v in client.get_run(run_id).data.metrics.items()}
+
+
+def logged(client: MlflowClient, candidate: Candidate, champion: VersionRef | None) -> Metrics:
+    if not candidate.run_id:
+        raise ConfigError(
+            f"candidate {candidate.given} has no MLflow run, so it has no logged metrics",
+            "use compare: evaluate to evaluate it on a dataset instead",
+        )
+    return Metrics(
+        candidate=run_metrics(client, candidate.run_id),
+        champion=None if champion is None else run_metrics(client, champion.run_id),
+    )
+
+
+def _from_json(values: Mapping[str, Any]) -> dict[str, float]:
+    """The worker writes non-finite values as null; the gate must see them as NaN."""
+    return {k: math.nan if v is None else float(v) for k, v in values.items()}
+
+
+def reevaluate(
+    spec: EvaluationSpec,
+    candidate: Candidate,
+    champion: VersionRef | None,
+    environ: Mapping[str, str],
+    cwd: Path,
+) -> Metrics:
+    """Evaluate both models on `spec.data` in the user's Python; log back to the candidate."""
+    if not candidate.model_uri or not candidate.run_id:
+        raise ConfigError(
+            f"candidate {candidate.given} has no logged model and run to evaluate",
+            "pass the train step's model-uri, or a run that logged a model",
+        )
+    python = shutil.which(spec.python, path=environ.get("PATH"))
+    if python is None:
+        raise ConfigError(
+            f"gate.evaluation.python: '{spec.python}' is not on PATH",
+            "set it to the Python that has the model's dependencies and mlflow",
+        )
+    request = {
+        "data": str((cwd / spec.data).resolve()),
+        "targets": spec.targets,
+        "model_type": spec.model_type,
+        "metric_prefix": spec.metric_prefix,
+        "candidate_run_id": candidate.run_id,
+        "candidate_model_uri": candidate.model_uri,
+        "champion_model_uri": champion.uri if champion else "",
+        "champion_run_name": f"gate: champion {champion.name} v{champion.version}"
+        if champion
+        else "",
+        "champion_tags": {
+            "mlops.gate.role": "champion-evaluation",
+            "mlops.gate.champion_version": champion.version if champion else "",
+        },
+    }
+    with tempfile.TemporaryDirectory(prefix="mlops-evaluate-") as scratch:
+        request_file, result_file = Path(scratch, "request.json"), Path(scratch, "result.json")
+        request_file.write_text(json.dumps(request), encoding="utf-8")
+        done = subprocess.run(
+            [python, str(WORKER), str(request_file), str(result_file)],
+            cwd=cwd,
+            env=dict(environ),
+            check=False,
+        )
+        text = result_file.read_text(encoding="utf-8") if result_file.exists() else ""
+    result: dict[str, Any] = json.loads(text) if text else {}
+    if done.returncode != 0 or "error" in result:
+        message = result.get("error") or f"the evaluation exited with status {done.returncode}"
+        if result.get("service"):
+            raise ServiceError(
+                f"evaluation failed talking to MLflow: {message}",
+                "check the tracking server named in MLFLOW_TRACKING_URI",
+            )
+        raise ConfigError(
+            f"evaluation with {spec.python} failed: {message}",
+            result.get("hint") or "see the evaluator's output above",
+        )
+    return Metrics(
+        candidate=_from_json(result["candidate"]),
+        champion=_from_json(result["champion"]) if champion else None,
+        champion_evaluation_run_id=result.get("champion_evaluation_run_id", ""),
+    )
+
+
+# ----------------------------------------------------------------------------- assessment
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Everything the gate needs: who is compared, their metric values, the champion history."""
+
+    candidate: Candidate
+    champion: VersionRef | None
+    metrics: Metrics
+    history: tuple[tuple[str, float], ...]  # (label, primary metric) of recent champions
+
+
+def champion_history(
+    client: MlflowClient, champion: VersionRef | None, limit: int, metric: str
+) -> tuple[tuple[str, float], ...]:
+    """The primary metric of the champion and the versions registered before it.
+
+    An approximation of "recent champions" until alias history is recorded in the registry.
+    """
+    from .registry import recent_versions
+
+    if champion is None or limit <= 0:
+        return ()
+    versions = recent_versions(client, champion.name, limit + 20)
+    earlier = [v for v in versions if int(v.version) <= int(champion.version)][-limit:]
+    points = []
+    for version in earlier:
+        value = run_metrics(client, version.run_id).get(metric)
+        if value is not None:
+            points.append((f"v{version.version}", value))
+    return tuple(points)
+
+
+def assess(
+    client: MlflowClient,
+    *,
+    tracking_uri: str,
+    model_name: str,
+    alias: str,
+    candidate: str,
+    spec: EvaluationSpec | None,  # None: compare logged metrics
+    environ: Mapping[str, str],
+    cwd: Path,
+    history_limit: int,
+    history_metric: str,
+) -> Assessment:
+    from .registry import alias_holder, resolve_candidate
+    from .tracking import tracking_server
+
+    with tracking_server(tracking_uri, f"resolving the candidate {candidate}"):
+        resolved = resolve_candidate(client, candidate)
+    with tracking_server(tracking_uri, f"looking up {model_name}@{alias}"):
+        champion = alias_holder(client, model_name, alias)
+    if spec is None:
+        with tracking_server(tracking_uri, "reading the runs' metrics"):
+            metrics = logged(client, resolved, champion)
+    else:
+        metrics = reevaluate(spec, resolved, champion, environ, cwd)
+    prefix = spec.metric_prefix if spec else ""
+    with tracking_server(tracking_uri, "reading the champion history"):
+        history = champion_history(client, champion, history_limit, prefix + history_metric)
+    return Assessment(resolved, champion, metrics, history)

@@ -1,0 +1,123 @@
+"""Evaluate the candidate and the champion on one dataset with MLflow's default evaluator.
+
+Runs in the user's Python (the one that trained, which has the model's dependencies), not in
+the suite's environment, so it imports nothing from mlops_actions. Usage:
+
+    python evaluation_worker.py REQUEST.json RESULT.json
+
+The tracking URI and credentials come from the environment (MLFLOW_TRACKING_URI, ...), never
+from the request file. The candidate's results are logged to the candidate's run with a
+prefix; the champion's go to a nested run under it, so the champion's own run is not touched.
+On a failure RESULT.json holds {"error": ..., "hint": ...}; the exit status is 2 for bad input
+and 3 when a service (the tracking server) failed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+
+class WorkerError(Exception):
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+def read_dataset(path: Path, targets: str) -> Any:
+    import pandas as pd
+
+    if not path.is_file():
+        raise WorkerError(f"evaluation dataset {path} does not exist", "check gate.evaluation.data")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        frame = pd.read_parquet(path)
+    elif suffix in {".json", ".jsonl"}:
+        frame = pd.read_json(path, lines=True)
+    else:
+        frame = pd.read_csv(path)
+    if targets not in frame.columns:
+        raise WorkerError(
+            f"evaluation dataset {path} has no column '{targets}'",
+            f"set gate.evaluation.targets to one of: {', '.join(map(str, frame.columns))}",
+        )
+    return frame
+
+
+def finite_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
+    """JSON has no NaN: a non-finite value becomes null, which the gate reports as such."""
+    result: dict[str, float | None] = {}
+    for name, value in metrics.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            result[name] = float(value) if math.isfinite(value) else None
+    return result
+
+
+def evaluate(model_uri: str, frame: Any, request: dict[str, Any]) -> dict[str, float | None]:
+    import mlflow
+
+    try:
+        result = mlflow.models.evaluate(  # type: ignore[no-untyped-call]
+            model_uri,
+            frame,
+            targets=request["targets"],
+            model_type=request["model_type"],
+            evaluator_config={
+                "log_model_explainability": False,
+                "metric_prefix": request["metric_prefix"],
+            },
+        )
+    except Exception as error:
+        raise WorkerError(
+            f"MLflow's evaluator failed on {model_uri}: {type(error).__name__}: {error}",
+            "check that this Python has the model's dependencies and that the dataset "
+            "matches the model's input schema",
+        ) from error
+    prefix = request["metric_prefix"]
+    metrics = {
+        (name[len(prefix) :] if prefix and name.startswith(prefix) else name): value
+        for name, value in result.metrics.items()
+    }
+    return finite_metrics(metrics)
+
+
+def main(request_path: str, result_path: str) -> int:
+    request = json.loads(Path(request_path).read_text(encoding="utf-8"))
+    try:
+        import mlflow
+
+        frame = read_dataset(Path(request["data"]), request["targets"])
+        results: dict[str, Any] = {"mlflow_version": mlflow.__version__}
+        with mlflow.start_run(run_id=request["candidate_run_id"]):
+            results["candidate"] = evaluate(request["candidate_model_uri"], frame, request)
+            if request.get("champion_model_uri"):
+                with mlflow.start_run(nested=True, run_name=request["champion_run_name"]) as run:
+                    mlflow.set_tags(request.get("champion_tags", {}))
+                    results["champion"] = evaluate(request["champion_model_uri"], frame, request)
+                    results["champion_evaluation_run_id"] = run.info.run_id
+    except WorkerError as error:
+        Path(result_path).write_text(json.dumps({"error": error.message, "hint": error.hint}))
+        return 2
+    except ImportError as error:
+        Path(result_path).write_text(
+            json.dumps(
+                {
+                    "error": f"the evaluation Python cannot import {error.name}",
+                    "hint": "install mlflow and pandas in it, or set gate.evaluation.python",
+                }
+            )
+        )
+        return 2
+    except Exception as error:  # the tracking server, most likely: reported, not hidden
+        message = f"{type(error).__name__}: {error}".strip()
+        Path(result_path).write_text(json.dumps({"error": message[:2000], "service": True}))
+        return 3
+    Path(result_path).write_text(json.dumps(results), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))
