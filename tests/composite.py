@@ -229,15 +229,23 @@ def run_action(
     workspace: Path,
     env: dict[str, str],
     timeout: float = 900,
+    github_token: str = "",
 ) -> ActionResult:
-    """Run one composite action; `env` is the job's environment (PATH, HOME, secrets...)."""
+    """Run one composite action; `env` is the job's environment (PATH, HOME, secrets...).
+
+    `github_token` is what `${{ github.token }}` evaluates to in input defaults.
+    """
     spec = yaml.safe_load((action_dir / "action.yml").read_text())
     assert spec["runs"]["using"] == "composite"
     declared = spec.get("inputs", {}) or {}
     unknown = set(inputs) - set(declared)
     assert not unknown, f"inputs not declared by the action: {unknown}"
+    # Input defaults are expressions too (e.g. `${{ github.token }}`), evaluated by the runner.
+    default_context = {"github": {"token": github_token}, "runner": {"os": "Linux"}}
     resolved_inputs = {
-        name: str(inputs.get(name, (meta or {}).get("default", "")))
+        name: inputs[name]
+        if name in inputs
+        else render(str((meta or {}).get("default", "")), default_context)
         for name, meta in declared.items()
     }
     job_env = dict(env)

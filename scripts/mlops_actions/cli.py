@@ -449,7 +449,9 @@ def run_gate(config: Config, candidate: str, args: argparse.Namespace) -> int:
     document = _decision_document(decision, facts, assessed, run_context)
     decision_file.parent.mkdir(parents=True, exist_ok=True)
     report_file.parent.mkdir(parents=True, exist_ok=True)
-    decision_file.write_text(json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
+    decision_file.write_text(
+        json.dumps(document, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    )
     report_file.write_text(markdown + "\n", encoding="utf-8")
     _record_decision(mlflow_client, tracking_uri, assessed.candidate.run_id, document, markdown)
     emit(
@@ -560,9 +562,9 @@ def _publish_gate(
     notes: list[str] = []
     if not token or not run_context.repository:
         why = (
-            "no GitHub token (the github-token input, or GITHUB_TOKEN)"
-            if not token
-            else ("not running in a GitHub workflow (GITHUB_REPOSITORY is not set)")
+            "not running in a GitHub workflow (GITHUB_REPOSITORY is not set)"
+            if not run_context.repository
+            else "no GitHub token (the github-token input, or GITHUB_TOKEN)"
         )
         notes.append(f"PR comment and check run skipped: {why}.")
         gha.annotate("notice", notes[0], title="gate report")

@@ -11,6 +11,7 @@ import copy
 import difflib
 import functools
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -439,7 +440,9 @@ def _merge_value(
 def _attribute(message: str, sources: Mapping[str, str]) -> str:
     """Add ' (from input X)' after JSON paths that an input or variable set."""
     for dotted, origin in sorted(sources.items(), key=lambda kv: -len(kv[0])):
-        token = "$." + dotted + ":"
-        if token in message and not origin.startswith("file"):
-            message = message.replace(token, f"$.{dotted} (from {origin}):")
+        if origin.startswith("file"):
+            continue
+        # The path itself or anything below it, e.g. $.gate.rules[0].direction.
+        path = re.compile(rf"(\$\.{re.escape(dotted)}(?:[.\[][^:\s]*)?):")
+        message = path.sub(lambda m, o=origin: f"{m.group(1)} (from {o}):", message)  # type: ignore[misc]
     return message
