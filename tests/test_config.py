@@ -82,7 +82,10 @@ def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
         ("version: 2\n", r"\$\.version: 2 is not one of 1"),
         ("- a\n- b\n", r"top level must be a mapping"),
         ("data: [unclosed\n", r"not valid YAML"),
-        ("surprise: 1\n", r"\$\.surprise: unknown key; allowed here: data, gate, mlflow, model, train"),
+        (
+            "surprise: 1\n",
+            r"\$\.surprise: unknown key; allowed here: data, gate, mlflow, model, train",
+        ),
     ],
 )
 def test_bad_files_name_the_path(tmp_path: Path, text: str, expected: str) -> None:
