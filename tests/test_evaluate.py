@@ -145,6 +145,7 @@ def test_logged_mode_passes_an_improvement_and_rejects_a_regression(
     assert summary.startswith(f"### ✅ Gate passed: `{model}`")
     assert f"against the champion [`{model}` v{version}]" in summary
     assert f"{mlflow_server}/#/experiments/" in summary  # links to both runs
+    assert f'  x-axis ["v{version}", "candidate"]' in summary  # champions only, not v2
     assert "::notice title=gate passed::" in passed.stdout
     recorded = client(mlflow_server).get_run(better)
     assert recorded.data.tags["mlops.gate.verdict"] == "passed"

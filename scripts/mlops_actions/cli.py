@@ -148,11 +148,11 @@ def _targets(config: Config) -> list[str]:
     return [str(t) for t in config.get("data.targets") or []]
 
 
-def _pull_data(config: Config) -> PullResult:
-    """dvc-pull as configured, with its job summary; shared by `dvc-pull` and `run`."""
+def _pull_data(config: Config, targets: list[str] | None = None) -> PullResult:
+    """dvc-pull as configured (or of `targets`), with its job summary; used by several verbs."""
     from . import data, report
 
-    targets = _targets(config)
+    targets = _targets(config) if targets is None else targets
     with gha.group(f"dvc pull {' '.join(targets) or '(all targets)'}"):
         result = data.pull(
             Path(config.get("data.repo", ".")),
@@ -354,17 +354,8 @@ def _ensure_evaluation_data(config: Config, spec: Any) -> None:
     from . import data
 
     path = Path(spec.data)
-    if path.exists() or not data.in_repository(Path(config.get("data.repo", "."))):
-        return
-    with gha.group(f"dvc pull {path}"):
-        data.pull(
-            Path(config.get("data.repo", ".")),
-            [str(path)],
-            str(config.get("data.remote") or ""),
-            config.get("data.jobs"),
-            os.environ,
-            Path.home(),
-        )
+    if not path.exists() and data.in_repository(Path(config.get("data.repo", "."))):
+        _pull_data(config, [str(path)])
 
 
 def _gate_rules(config: Config, candidate: str) -> tuple[str, list[Any], str]:
