@@ -12,6 +12,7 @@ EXIT_OK = 0
 EXIT_REJECTED = 1  # the work ran and said no (a failing gate, later stages)
 EXIT_USAGE = 2  # bad input, config or missing value: fix the workflow or mlops.yaml
 EXIT_SERVICE = 3  # a service (tracking server, DVC remote, ...) failed or could not be reached
+EXIT_CONFLICT = 4  # the registry changed under us (an alias moved, a promotion is running)
 EXIT_INTERNAL = 70  # a bug in mlops-actions (EX_SOFTWARE): a traceback is printed
 
 

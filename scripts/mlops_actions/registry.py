@@ -45,7 +45,7 @@ class Candidate:
     version: VersionRef | None = None  # when the candidate is a registered version
 
 
-def _version_ref(found: ModelVersion) -> VersionRef:
+def version_ref(found: ModelVersion) -> VersionRef:
     return VersionRef(
         name=found.name,
         version=str(found.version),
@@ -72,7 +72,7 @@ def alias_holder(client: MlflowClient, name: str, alias: str) -> VersionRef | No
     version = dict(model.aliases or {}).get(alias)
     if version is None:
         return None
-    return _version_ref(client.get_model_version(name, str(version)))
+    return version_ref(client.get_model_version(name, str(version)))
 
 
 def recent_versions(client: MlflowClient, name: str, limit: int) -> list[VersionRef]:
@@ -89,7 +89,7 @@ def recent_versions(client: MlflowClient, name: str, limit: int) -> list[Version
         if _not_found(error):
             return []
         raise
-    refs = sorted((_version_ref(v) for v in found), key=lambda ref: int(ref.version))
+    refs = sorted((version_ref(v) for v in found), key=lambda ref: int(ref.version))
     return refs[-limit:]
 
 
@@ -125,7 +125,7 @@ def resolve_candidate(client: MlflowClient, given: str) -> Candidate:
                 "check the model name and alias in the registry",
             )
     elif version:
-        ref = _version_ref(client.get_model_version(name, version))
+        ref = version_ref(client.get_model_version(name, version))
     else:
         raise ConfigError(
             f"candidate {text} names a registered model but no version",
