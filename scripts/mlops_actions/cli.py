@@ -104,6 +104,33 @@ GATE_OPTIONS = (
     Option("pr-number", "pull request to comment on (default: from the event)"),
 )
 
+PROMOTE_OPTIONS = (
+    Option("candidate", "run id or model URI to promote (train's run-id or model-uri)"),
+    Option("model-name", "registered model name", "model.name"),
+    Option("alias", "alias to move (default: champion)", "promote.alias"),
+    Option("expected-version", "version the alias must point at now: N, none or any"),
+    Option("stage", "also transition to this legacy stage (Staging, Production)", "promote.stage"),
+    Option(
+        "require-gate",
+        "refuse candidates the gate rejected (default: true)",
+        "promote.require_gate",
+    ),
+    Option("history-limit", "moves kept per alias (default: 50)", "promote.history_limit"),
+    Option(
+        "dispatch-event", "repository_dispatch event type after a move", "promote.dispatch_event"
+    ),
+    Option("github-token", "GitHub token for the dispatch (default: GITHUB_TOKEN)"),
+)
+ROLLBACK_OPTIONS = (
+    Option("model-name", "registered model name", "model.name"),
+    Option("alias", "alias to move back (default: champion)", "promote.alias"),
+    Option("to-version", "version to restore (default: the previous holder)"),
+    Option(
+        "dispatch-event", "repository_dispatch event type after a move", "promote.dispatch_event"
+    ),
+    Option("github-token", "GitHub token for the dispatch (default: GITHUB_TOKEN)"),
+)
+
 
 def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
     for option in options:
@@ -515,7 +542,8 @@ def _record_decision(
     champion = document.get("champion") or {}
     tags = {
         "mlops.gate.verdict": document["verdict"],
-        "mlops.gate.champion_version": champion.get("version", ""),
+        "mlops.gate.champion_version": champion.get("version", "none"),
+        "mlops.gate.alias": document["alias"],
         "mlops.gate.compare": document["compare"],
         "mlops.gate.workflow_run_url": document.get("workflow_run_url") or "",
     }
@@ -616,6 +644,209 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return run_gate(config, _value(args, "candidate"), args)
 
 
+def _model_name(config: Config) -> str:
+    from .errors import ConfigError
+
+    name = str(config.get("model.name") or "")
+    if not name:
+        raise ConfigError(
+            "model.name is not set", "set model.name in mlops.yaml or the model-name input"
+        )
+    return name
+
+
+def _registry_client(config: Config) -> tuple[Any, str]:
+    from . import tracking
+
+    uri = tracking.resolve_tracking_uri(str(config.get("mlflow.tracking_uri", "")), Path.cwd())
+    return tracking.client(uri, str(config.get("mlflow.registry_uri") or "")), uri
+
+
+def _expected_version(given: str, alias: str, gate_tags: dict[str, str]) -> str:
+    """N, none or any; by default the holder the gate compared against, if it gated this alias."""
+    from .errors import ConfigError
+    from .promote import ANY, NONE
+
+    text = given.strip().lower()
+    if text in (ANY, NONE) or text.isdigit():
+        return text
+    if text:
+        raise ConfigError(
+            f"input 'expected-version' must be a version number, 'none' or 'any', got {given!r}"
+        )
+    if gate_tags.get("mlops.gate.alias") == alias and "mlops.gate.champion_version" in gate_tags:
+        return gate_tags["mlops.gate.champion_version"] or NONE
+    return ANY
+
+
+def _move_outputs(result: Any) -> dict[str, str]:
+    return {
+        "version": result.version,
+        "previous-version": result.previous_version or "",
+        "alias": result.alias,
+        "model-uri": result.version_uri,
+        "alias-uri": result.alias_uri,
+        "changed": "true" if result.changed else "false",
+    }
+
+
+def _after_move(config: Config, args: argparse.Namespace, result: Any, reason: str) -> None:
+    """Outputs, summary, and the optional repository_dispatch that starts a deployment."""
+    from . import context, github_report, report
+
+    outputs = _move_outputs(result)
+    if "registered" in result.__dataclass_fields__:
+        outputs["registered"] = "true" if result.registered else "false"
+    emit(outputs)
+    gha.add_summary(report.move_summary(result, reason))
+    gha.annotate("notice", result.message, title=reason)
+    event = str(config.get("promote.dispatch_event") or "")
+    if not (event and result.changed):
+        return
+    run_context = context.detect(os.environ, Path.cwd())
+    token = _value(args, "github-token") or os.environ.get("GITHUB_TOKEN", "")
+    if not token or not run_context.repository:
+        gha.annotate(
+            "warning",
+            f"repository_dispatch '{event}' skipped: no GitHub token or repository",
+            title=reason,
+        )
+        return
+    gha.mask(token)
+    reporter = github_report.GitHubReporter(
+        github_report.Target(run_context.api_url, token, run_context.repository, None, "")
+    )
+    reporter.dispatch(
+        event, {k.replace("-", "_"): v for k, v in outputs.items()} | {"reason": reason}
+    )
+    print(f"dispatched repository event '{event}' to {run_context.repository}")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from . import context, promote, registry, tracking
+    from .errors import EXIT_REJECTED, MlopsError
+
+    config = load_config(args, (*MLFLOW_OPTIONS, *PROMOTE_OPTIONS))
+    model_name = _model_name(config)
+    alias = str(config.get("promote.alias"))
+    mlflow_client, uri = _registry_client(config)
+    given = _value(args, "candidate")
+    with tracking.tracking_server(uri, f"resolving the candidate {given or '(none)'}"):
+        candidate = registry.resolve_candidate(mlflow_client, given)
+        tags = dict(mlflow_client.get_run(candidate.run_id).data.tags) if candidate.run_id else {}
+    verdict = tags.get("mlops.gate.verdict", "")
+    if verdict == "rejected" and config.get("promote.require_gate"):
+        error = MlopsError(
+            f"the gate rejected {given} (tag mlops.gate.verdict on run {candidate.run_id})",
+            "promote a candidate that passed, or set require-gate: false to override",
+        )
+        error.exit_code = EXIT_REJECTED
+        raise error
+    run_context = context.detect(os.environ, Path.cwd())
+    provenance = promote.Provenance(
+        workflow_run=run_context.run_url,
+        commit=run_context.commit,
+        actor=run_context.actor,
+        data_fingerprint=tags.get("mlops.data.fingerprint", ""),
+        gate_verdict=verdict,
+        gate_link=tags.get("mlops.gate.workflow_run_url", ""),
+    )
+    expected = _expected_version(_value(args, "expected-version"), alias, tags)
+    with tracking.tracking_server(uri, f"promoting {given} to {model_name}@{alias}"):
+        result = promote.promote(
+            mlflow_client,
+            model_name=model_name,
+            alias=alias,
+            candidate=candidate,
+            expected=expected,
+            provenance=provenance,
+            stage=str(config.get("promote.stage") or ""),
+            history_limit=int(config.get("promote.history_limit")),
+            lock_wait_seconds=float(config.get("promote.lock_wait_seconds")),
+        )
+    _after_move(config, args, result, "promote")
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from . import context, promote, registry, tracking
+    from .errors import ConfigError
+
+    config = load_config(args, (*MLFLOW_OPTIONS, *ROLLBACK_OPTIONS))
+    model_name = _model_name(config)
+    alias = str(config.get("promote.alias"))
+    mlflow_client, uri = _registry_client(config)
+    run_context = context.detect(os.environ, Path.cwd())
+    with tracking.tracking_server(uri, f"rolling back {model_name}@{alias}"):
+        holder = registry.alias_holder(mlflow_client, model_name, alias)
+        if holder is None:
+            raise ConfigError(f"{model_name}@{alias} points at no version: nothing to roll back")
+        history = promote.history_of(mlflow_client, model_name, alias)
+        target = _value(args, "to-version") or promote.rollback_target(history, holder.version)
+        version = registry.version_ref(mlflow_client.get_model_version(model_name, target))
+        result = promote.move_alias(
+            mlflow_client,
+            model_name=model_name,
+            alias=alias,
+            find=lambda: version,
+            expected=holder.version,
+            reason="rollback",
+            provenance=promote.Provenance(
+                workflow_run=run_context.run_url, commit=run_context.commit, actor=run_context.actor
+            ),
+            history_limit=int(config.get("promote.history_limit")),
+            lock_wait_seconds=float(config.get("promote.lock_wait_seconds")),
+        )
+        if result.changed:
+            mlflow_client.update_model_version(
+                model_name,
+                version.version,
+                description=promote.describe(
+                    alias,
+                    promote.Provenance(workflow_run=run_context.run_url, commit=run_context.commit),
+                    "rollback",
+                ),
+            )
+    _after_move(config, args, result, "rollback")
+    return EXIT_OK
+
+
+def cmd_registry_history(args: argparse.Namespace) -> int:
+    from . import promote, tracking
+
+    config = load_config(args, (*MLFLOW_OPTIONS, *ROLLBACK_OPTIONS[:2]))
+    model_name = _model_name(config)
+    alias = str(config.get("promote.alias"))
+    mlflow_client, uri = _registry_client(config)
+    with tracking.tracking_server(uri, f"reading the history of {model_name}@{alias}"):
+        moves = promote.history_of(mlflow_client, model_name, alias)
+    if args.json:
+        print(json.dumps(promote.as_dicts(moves), indent=2))
+        return EXIT_OK
+    print(f"{'#':>4}  {'when':20}  {'reason':8}  {'from':>5} -> {'to':<5}  by")
+    for move in moves:
+        by = " ".join(part for part in (move.workflow_run, move.commit[:12], move.actor) if part)
+        print(
+            f"{move.seq:>4}  {move.at:20}  {move.reason:8}  "
+            f"{move.from_version or '-':>5} -> {move.to_version or '-':<5}  {by}"
+        )
+    return EXIT_OK
+
+
+def cmd_registry_unlock(args: argparse.Namespace) -> int:
+    from . import promote, tracking
+
+    config = load_config(args, (*MLFLOW_OPTIONS, *ROLLBACK_OPTIONS[:2]))
+    model_name = _model_name(config)
+    alias = str(config.get("promote.alias"))
+    mlflow_client, uri = _registry_client(config)
+    name = promote.lock_name(model_name, alias)
+    with tracking.tracking_server(uri, f"removing the lock {name}"):
+        promote.delete_lock(mlflow_client, name)
+    print(f"removed {name} (if it existed)")
+    return EXIT_OK
+
+
 def cmd_config_validate(args: argparse.Namespace) -> int:
     config = load_config(args, ())
     where = config.path or f"no {CONFIG_FILE_NAME} (defaults only)"
@@ -669,6 +900,29 @@ def build_parser() -> argparse.ArgumentParser:
         "gate: may the candidate replace the champion? exit 0 passed, 1 rejected",
         (*MLFLOW_OPTIONS, *GATE_OPTIONS),
     )
+    verb(
+        "promote",
+        cmd_promote,
+        "register the candidate and move an alias to it, safely and with history",
+        (*MLFLOW_OPTIONS, *PROMOTE_OPTIONS),
+    )
+    verb(
+        "rollback",
+        cmd_rollback,
+        "move an alias back to its previous holder (or --to-version)",
+        (*MLFLOW_OPTIONS, *ROLLBACK_OPTIONS),
+    )
+    registry_parser = verbs.add_parser("registry", help="inspect the registry's alias history")
+    registry_verbs = registry_parser.add_subparsers(
+        dest="registry_verb", required=True, metavar="ACTION"
+    )
+    history = registry_verbs.add_parser("history", help="the moves of an alias, oldest first")
+    _add_options(history, (CONFIG_OPTION, *MLFLOW_OPTIONS, *ROLLBACK_OPTIONS[:2]))
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.set_defaults(handler=cmd_registry_history)
+    unlock = registry_verbs.add_parser("unlock", help="remove a lock a crashed promotion left")
+    _add_options(unlock, (CONFIG_OPTION, *MLFLOW_OPTIONS, *ROLLBACK_OPTIONS[:2]))
+    unlock.set_defaults(handler=cmd_registry_unlock)
     verb(
         "run",
         cmd_run,

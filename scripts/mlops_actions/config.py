@@ -52,6 +52,12 @@ DEFAULTS: dict[str, Any] = {
         "evaluation": {"python": "python", "metric_prefix": "eval_"},
         "report": {"pr_comment": True, "check_run": True},
     },
+    "promote": {
+        "alias": "champion",
+        "require_gate": True,
+        "history_limit": 50,
+        "lock_wait_seconds": 120,
+    },
 }
 
 

@@ -173,3 +173,8 @@ class GitHubReporter:
                 **({"target_url": self.target.run_url} if self.target.run_url else {}),
             )
         return Published(status.url, "commit-status")
+
+    def dispatch(self, event_type: str, payload: dict[str, str]) -> None:
+        """A repository_dispatch event, e.g. to start a deployment workflow."""
+        with self._calling(f"sending repository_dispatch '{event_type}'", "contents: write"):
+            self._repo().create_repository_dispatch(event_type, payload)

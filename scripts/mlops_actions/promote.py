@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -222,6 +222,10 @@ def alias_lock(
         _delete_quietly(client, name)
 
 
+def delete_lock(client: MlflowClient, name: str) -> None:
+    _delete_quietly(client, name)
+
+
 def _delete_quietly(client: MlflowClient, name: str) -> None:
     from mlflow.exceptions import MlflowException
 
@@ -232,10 +236,10 @@ def _delete_quietly(client: MlflowClient, name: str) -> None:
             raise
 
 
-def ensure_registered(
-    client: MlflowClient, model_name: str, candidate: Candidate, provenance: Provenance
-) -> tuple[VersionRef, bool]:
-    """The registry version of the candidate: the existing one, or a new one."""
+def find_registered(
+    client: MlflowClient, model_name: str, candidate: Candidate
+) -> VersionRef | None:
+    """The registry version of the candidate if it has one already (a re-run), else None."""
     from mlflow.exceptions import MlflowException
 
     if candidate.version is not None:
@@ -245,31 +249,47 @@ def ensure_registered(
                 f"not of '{model_name}'",
                 "promote it under its own name, or pass the run id or models:/m-… URI",
             )
-        return candidate.version, False
+        return candidate.version
     try:
-        client.create_registered_model(model_name)
+        found = client.search_model_versions(f"name = '{model_name}'")
     except MlflowException as error:
-        if _error_code(error) != "RESOURCE_ALREADY_EXISTS":
-            raise
+        if _error_code(error) == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
     model_id = candidate.model_uri.removeprefix("models:/") if candidate.model_uri else ""
-    for found in client.search_model_versions(f"name = '{model_name}'"):
-        same_model = model_id and getattr(found, "model_id", None) == model_id
-        if same_model or (not model_id and found.run_id == candidate.run_id):
-            return version_ref(found), False  # registered before (a re-run): reuse it
+    for version in found:
+        ids = {getattr(version, "model_id", None), (version.source or "").removeprefix("models:/")}
+        if (model_id and model_id in ids) or (not model_id and version.run_id == candidate.run_id):
+            return version_ref(version)
+    return None
+
+
+def register(
+    client: MlflowClient, model_name: str, candidate: Candidate, provenance: Provenance
+) -> VersionRef:
+    """A new registry version of the candidate's logged model."""
+    from mlflow.exceptions import MlflowException
+
     if not candidate.model_uri:
         raise ConfigError(
             f"candidate {candidate.given} has no logged model to register",
             "log a model in the training run (mlflow.<flavor>.log_model)",
         )
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as error:
+        if _error_code(error) != "RESOURCE_ALREADY_EXISTS":
+            raise
+    model_id = candidate.model_uri.removeprefix("models:/")
     created = client.create_model_version(
         model_name,
         source=candidate.model_uri,
         run_id=candidate.run_id or None,
-        model_id=model_id or None,
+        model_id=model_id if model_id.startswith("m-") else None,
         tags={k: v for k, v in version_tags(candidate, provenance).items() if v},
         description=f"Registered by mlops-actions from {candidate.model_uri}.",
     )
-    return version_ref(created), True
+    return version_ref(created)
 
 
 def version_tags(candidate: Candidate, provenance: Provenance) -> dict[str, str]:
@@ -286,7 +306,14 @@ def version_tags(candidate: Candidate, provenance: Provenance) -> dict[str, str]
 
 def _settle_pending(client: MlflowClient, model_name: str, alias: str) -> list[Move]:
     """Finish or drop pending entries a crashed move left; the settled history, oldest first."""
-    model = client.get_registered_model(model_name)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(model_name)
+    except MlflowException as error:
+        if _error_code(error) == "RESOURCE_DOES_NOT_EXIST":
+            return []  # the first promotion registers the model
+        raise
     holder = dict(model.aliases or {}).get(alias)
     holder = None if holder is None else str(holder)
     moves = parse_history(dict(model.tags or {}), alias)
@@ -307,7 +334,8 @@ def move_alias(
     *,
     model_name: str,
     alias: str,
-    version: VersionRef,
+    find: Callable[[], VersionRef | None],
+    create: Callable[[], VersionRef] | None = None,
     expected: str,  # a version number, ANY or NONE
     reason: str,
     provenance: Provenance,
@@ -317,7 +345,10 @@ def move_alias(
     lock_wait_seconds: float = 120,
     lock_ttl_seconds: float = 600,
 ) -> MoveResult:
-    """Move `alias` to `version` under the lock, after checking the expected holder."""
+    """Under the alias's lock: check the holder, register if needed (`create`), move, record.
+
+    Nothing is registered or moved when the check fails, so a lost race leaves no trace.
+    """
     with alias_lock(
         client,
         model_name,
@@ -329,15 +360,16 @@ def move_alias(
         history = _settle_pending(client, model_name, alias)
         current = alias_holder(client, model_name, alias)
         current_version = current.version if current else None
-        if current_version == version.version:
+        target = find()
+        if target is not None and current_version == target.version:
             return MoveResult(
                 model_name,
                 alias,
-                version.version,
+                target.version,
                 previous_holder(history, current_version),
                 changed=False,
                 registered=False,
-                message=f"{model_name}@{alias} already points at version {version.version}: "
+                message=f"{model_name}@{alias} already points at version {target.version}: "
                 "nothing to do",
                 history=history,
             )
@@ -351,12 +383,17 @@ def move_alias(
                 "re-run the gate against the new holder, or pass expected-version "
                 f"{current_version or NONE} after checking it",
             )
-        seq = (max((m.seq for m in parse_history(_tags(client, model_name), alias)), default=0)) + 1
+        registered = target is None
+        if target is None:
+            if create is None:
+                raise ConfigError(f"{model_name} has no such version to move @{alias} to")
+            target = create()
+        seq = max((m.seq for m in parse_history(_tags(client, model_name), alias)), default=0) + 1
         move = Move(
             seq=seq,
             alias=alias,
             from_version=current_version,
-            to_version=version.version,
+            to_version=target.version,
             reason=reason,
             at=_now(),
             state="pending",
@@ -366,27 +403,29 @@ def move_alias(
             note=note,
         )
         client.set_registered_model_tag(model_name, move.key(), move.to_json())
-        client.set_registered_model_alias(model_name, alias, version.version)
+        client.set_registered_model_alias(model_name, alias, target.version)
         if stage:
             client.transition_model_version_stage(
-                model_name, version.version, stage, archive_existing_versions=True
+                model_name, target.version, stage, archive_existing_versions=True
             )
         done = replace(move, state="done")
         client.set_registered_model_tag(model_name, move.key(), done.to_json())
         history.append(done)
-        for old in history[:-history_limit] if history_limit > 0 else []:
-            client.delete_registered_model_tag(model_name, old.key())
+        if history_limit > 0:
+            for old in history[:-history_limit]:
+                client.delete_registered_model_tag(model_name, old.key())
+            history = history[-history_limit:]
         return MoveResult(
             model_name,
             alias,
-            version.version,
+            target.version,
             current_version,
             changed=True,
-            registered=False,
+            registered=registered,
             message=f"{model_name}@{alias}: "
             f"{'version ' + current_version if current_version else 'no version'} → "
-            f"version {version.version} ({reason})",
-            history=history[-history_limit:] if history_limit > 0 else history,
+            f"version {target.version} ({reason})",
+            history=history,
         )
 
 
@@ -443,12 +482,12 @@ def promote(
     lock_wait_seconds: float = 120,
 ) -> MoveResult:
     """Register the candidate if needed, move the alias to it, and label the version."""
-    version, registered = ensure_registered(client, model_name, candidate, provenance)
     result = move_alias(
         client,
         model_name=model_name,
         alias=alias,
-        version=version,
+        find=lambda: find_registered(client, model_name, candidate),
+        create=lambda: register(client, model_name, candidate, provenance),
         expected=expected,
         reason="promote",
         provenance=provenance,
@@ -460,11 +499,11 @@ def promote(
     if result.changed:
         for key, value in version_tags(candidate, provenance).items():
             if value:
-                client.set_model_version_tag(model_name, version.version, key, value)
+                client.set_model_version_tag(model_name, result.version, key, value)
         client.update_model_version(
-            model_name, version.version, description=describe(alias, provenance, "promote")
+            model_name, result.version, description=describe(alias, provenance, "promote")
         )
-    return replace(result, registered=registered)
+    return result
 
 
 def as_dicts(moves: list[Move]) -> list[dict[str, Any]]:

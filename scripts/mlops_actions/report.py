@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from .data import PullResult
 from .gate import Decision, RuleResult
@@ -213,4 +214,29 @@ def gate_report(decision: Decision, facts: GateFacts) -> str:
         )
         + "</sub>",
     ]
+    return "\n".join(lines)
+
+
+def move_summary(result: Any, reason: str) -> str:
+    """Job summary of an alias move, with the alias's recent history."""
+    mark = "↩️" if reason == "rollback" else "🚀"
+    lines = [
+        f"### {mark} {reason}: `{result.model_name}@{result.alias}`",
+        "",
+        result.message + ".",
+        "",
+        f"Version URI `{result.version_uri}`; alias URI `{result.alias_uri}`.",
+    ]
+    if result.history:
+        lines += [
+            "",
+            "| # | when | reason | from | to | workflow run |",
+            "|---:|---|---|---:|---:|---|",
+        ]
+        for move in result.history[-10:]:
+            run = f"[run]({move.workflow_run})" if move.workflow_run else ""
+            lines.append(
+                f"| {move.seq} | {move.at} | {move.reason} | {move.from_version or '—'} "
+                f"| {move.to_version or '—'} | {run} |"
+            )
     return "\n".join(lines)
