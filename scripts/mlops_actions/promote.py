@@ -201,7 +201,12 @@ def alias_lock(
         except MlflowException as error:
             if _error_code(error) != "RESOURCE_ALREADY_EXISTS":
                 raise
-        existing = dict(client.get_registered_model(name).tags or {})
+        try:
+            existing = dict(client.get_registered_model(name).tags or {})
+        except MlflowException as error:
+            if _error_code(error) == "RESOURCE_DOES_NOT_EXIST":
+                continue  # released in between: try again at once
+            raise
         if existing.get("mlops.lock.token") == token:
             break  # a retried request that had succeeded: the lock is ours
         if float(existing.get("mlops.lock.expires", "0") or 0) < time.time():

@@ -1,0 +1,155 @@
+"""Promotion against a real MLflow server: registration, history, rollback, idempotency and
+concurrent promotions from several processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tests.conftest import BIN, assert_one_line_error, clean_env, run_cli
+from tests.test_evaluate import client, unique
+
+
+def logged_model_run(tracking_uri: str, experiment: str) -> str:
+    """A run with a (tiny) logged model, as training leaves it."""
+    import mlflow
+    from sklearn.dummy import DummyClassifier
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run() as run:
+        mlflow.sklearn.log_model(DummyClassifier().fit([[0.0], [1.0]], [0, 1]), name="model")
+    return str(run.info.run_id)
+
+
+def promote(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "mlops-actions"), "promote", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def outputs(stdout: str) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in stdout.splitlines() if ": " in line)
+
+
+def test_promote_twice_then_roll_back(tmp_path: Path, mlflow_server: str) -> None:
+    model, experiment = unique("promote"), unique("exp")
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    first_run, second_run = (logged_model_run(mlflow_server, experiment) for _ in range(2))
+
+    first = promote(tmp_path, env, "--candidate", first_run, "--model-name", model)
+    assert first.returncode == 0, first.stderr
+    out = outputs(first.stdout)
+    assert out["version"] == "1"
+    assert out["previous-version"] == ""
+    assert out["registered"] == "true"
+    assert out["model-uri"] == f"models:/{model}/1"
+    assert out["alias-uri"] == f"models:/{model}@champion"
+
+    again = promote(tmp_path, env, "--candidate", first_run, "--model-name", model)
+    assert again.returncode == 0, again.stderr
+    assert outputs(again.stdout)["changed"] == "false"
+    assert "already points at version 1: nothing to do" in again.stderr
+
+    second = promote(
+        tmp_path, env, "--candidate", second_run, "--model-name", model, "--expected-version", "1"
+    )
+    assert second.returncode == 0, second.stderr
+    assert outputs(second.stdout)["previous-version"] == "1"
+
+    mlflow_client = client(mlflow_server)
+    version = mlflow_client.get_model_version(model, "2")
+    assert version.tags["mlops.source.run_id"] == second_run
+    assert version.description.startswith("Promoted to @champion by mlops-actions")
+
+    rolled = run_cli(["rollback", "--model-name", model], tmp_path, env)
+    assert rolled.returncode == 0, rolled.output
+    assert rolled.outputs()["version"] == "1"
+    assert rolled.outputs()["previous-version"] == "2"
+    assert mlflow_client.get_registered_model(model).aliases == {"champion": "1"}
+
+    shown = run_cli(["registry", "history", "--model-name", model, "--json"], tmp_path, env)
+    assert shown.returncode == 0, shown.output
+    moves = json.loads(shown.stdout)
+    assert [(m["from_version"], m["to_version"], m["reason"]) for m in moves] == [
+        (None, "1", "promote"),
+        ("1", "2", "promote"),
+        ("2", "1", "rollback"),
+    ]
+    assert all(m["state"] == "done" for m in moves)
+    names = [m.name for m in mlflow_client.search_registered_models()]
+    assert not [n for n in names if n.startswith("mlops-lock--")], "no lock left behind"
+
+
+def test_a_moved_alias_fails_instead_of_overwriting(tmp_path: Path, mlflow_server: str) -> None:
+    model, experiment = unique("promote-race"), unique("exp")
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    runs = [logged_model_run(mlflow_server, experiment) for _ in range(2)]
+    assert promote(tmp_path, env, "--candidate", runs[0], "--model-name", model).returncode == 0
+    stale = promote(
+        tmp_path, env, "--candidate", runs[1], "--model-name", model, "--expected-version", "none"
+    )
+    assert stale.returncode == 4, stale.stderr
+    assert_one_line_error(
+        run_cli(
+            ["promote", "--candidate", runs[1], "--model-name", model, "--expected-version", "7"],
+            tmp_path,
+            env,
+        ),
+        "points at version 1, not at the expected version 7",
+    )
+    mlflow_client = client(mlflow_server)
+    assert mlflow_client.get_registered_model(model).aliases == {"champion": "1"}
+    versions = mlflow_client.search_model_versions(f"name = '{model}'")
+    assert len(versions) == 1, "a lost race registers nothing"
+
+
+def test_gate_rejected_candidate_is_refused(tmp_path: Path, mlflow_server: str) -> None:
+    model, experiment = unique("promote-gated"), unique("exp")
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    run_id = logged_model_run(mlflow_server, experiment)
+    client(mlflow_server).set_tag(run_id, "mlops.gate.verdict", "rejected")
+    refused = run_cli(["promote", "--candidate", run_id, "--model-name", model], tmp_path, env)
+    assert refused.returncode == 1
+    assert_one_line_error(refused, "the gate rejected")
+
+
+def test_concurrent_promotions_exactly_one_wins(tmp_path: Path, mlflow_server: str) -> None:
+    model, experiment = unique("promote-concurrent"), unique("exp")
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    runs = [logged_model_run(mlflow_server, experiment) for _ in range(5)]
+    # Every promoter believes the alias is free, as five gates that ran at once would.
+    with ThreadPoolExecutor(len(runs)) as pool:
+        results = list(
+            pool.map(
+                lambda run: promote(
+                    tmp_path,
+                    env,
+                    "--candidate",
+                    run,
+                    "--model-name",
+                    model,
+                    "--expected-version",
+                    "none",
+                ),
+                runs,
+            )
+        )
+    codes = sorted(r.returncode for r in results)
+    assert codes == [0, 4, 4, 4, 4], [r.stderr for r in results if r.returncode not in (0, 4)]
+    winner = next(r for r in results if r.returncode == 0)
+    mlflow_client = client(mlflow_server)
+    holder = mlflow_client.get_registered_model(model).aliases["champion"]
+    assert outputs(winner.stdout)["version"] == holder
+    shown = run_cli(["registry", "history", "--model-name", model, "--json"], tmp_path, env)
+    moves = json.loads(shown.stdout)
+    assert [(m["from_version"], m["to_version"]) for m in moves] == [(None, holder)]
+    assert len(mlflow_client.search_model_versions(f"name = '{model}'")) == 1
