@@ -8,7 +8,8 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.conftest import BIN, assert_one_line_error, clean_env, run_cli
+from tests.composite import run_action
+from tests.conftest import BIN, ROOT, assert_one_line_error, clean_env, run_cli
 from tests.test_evaluate import client, unique
 
 
@@ -153,3 +154,35 @@ def test_concurrent_promotions_exactly_one_wins(tmp_path: Path, mlflow_server: s
     moves = json.loads(shown.stdout)
     assert [(m["from_version"], m["to_version"]) for m in moves] == [(None, holder)]
     assert len(mlflow_client.search_model_versions(f"name = '{model}'")) == 1
+
+
+def test_promote_action_then_rollback_mode(tmp_path: Path, mlflow_server: str) -> None:
+    model, experiment = unique("promote-action"), unique("exp")
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    runs = [logged_model_run(mlflow_server, experiment) for _ in range(2)]
+    action = ROOT / "actions" / "promote"
+    for index, run in enumerate(runs):
+        moved = run_action(
+            action,
+            {"candidate": run, "model-name": model, "alias": "challenger"},
+            workspace=tmp_path,
+            env=env,
+        )
+        assert moved.outcome == "success", moved.log
+        assert moved.outputs["version"] == str(index + 1)
+        assert moved.outputs["alias-uri"] == f"models:/{model}@challenger"
+        assert "### 🚀 promote" in moved.summary
+    back = run_action(
+        action,
+        {"mode": "rollback", "model-name": model, "alias": "challenger"},
+        workspace=tmp_path,
+        env=env,
+    )
+    assert back.outcome == "success", back.log
+    assert back.outputs["version"] == "1"
+    assert back.outputs["previous-version"] == "2"
+    assert "| 3 |" in back.summary
+    assert "| rollback | 2 | 1 |" in back.summary
+    wrong = run_action(action, {"mode": "demote", "model-name": model}, workspace=tmp_path, env=env)
+    assert wrong.outcome == "failure"
+    assert "input 'mode' must be promote or rollback" in wrong.log
