@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -86,12 +87,103 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` with a SQLite store, serving artifacts itself."""
+    workdir = tmp_path_factory.mktemp("mlflow-server")
+    service = start_mlflow_server(f"sqlite:///{workdir / 'store.db'}", workdir)
+    yield service.url
+    stop(service.process)
+
+
+def _postgres_binaries() -> Path | None:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+def _as_postgres_user() -> list[str]:
+    """PostgreSQL refuses to run as root; run it as the Debian package's `postgres` user."""
+    if os.geteuid() != 0:
+        return []
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster (Debian's postgresql) on a loopback port."""
+    binaries = _postgres_binaries()
+    if binaries is None or (os.geteuid() == 0 and shutil.which("runuser") is None):
+        service_unavailable("PostgreSQL (apt-get install postgresql)")
+    assert binaries is not None
+    # Not under pytest's tmp root: that is private to root, and the server runs as `postgres`.
+    workdir = Path(tempfile.mkdtemp(prefix="mlops-actions-postgres-"))
+    data = workdir / "data"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(workdir, "postgres")
+        shutil.chown(data, "postgres")
+    user = _as_postgres_user()
+    subprocess.run(
+        [
+            *user,
+            str(binaries / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "mlflow",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    subprocess.run(
+        [
+            *user,
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(data / "server.log"),
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {data}",
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        subprocess.run(
+            [
+                *user,
+                str(binaries / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "mlflow",
+                "mlflow",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(
+            [*user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_mlflow_server(store_uri: str, workdir: Path) -> Service:
     mlflow = BIN / "mlflow"
     if not mlflow.exists():
         service_unavailable("mlflow server (install the dev dependencies)")
-    workdir = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    service = start_service(
+    return start_service(
         [
             str(mlflow),
             "server",
@@ -100,7 +192,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--port",
             str(port),
             "--backend-store-uri",
-            f"sqlite:///{workdir / 'store.db'}",
+            store_uri,
             "--artifacts-destination",
             str(workdir / "artifacts"),
             "--workers",
@@ -110,7 +202,15 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         workdir,
         timeout=180,
     )
-    yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def postgres_mlflow_server(
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str
+) -> Iterator[str]:
+    """A real `mlflow server` whose store is PostgreSQL."""
+    service = start_mlflow_server(postgres_url, tmp_path_factory.mktemp("mlflow-postgres"))
+    yield service.url
     stop(service.process)
 
 

@@ -8,9 +8,18 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from tests.composite import run_action
 from tests.conftest import BIN, ROOT, assert_one_line_error, clean_env, run_cli
 from tests.test_evaluate import client, unique
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_server(request: pytest.FixtureRequest) -> str:
+    """The tracking server, once with a SQLite store and once with a PostgreSQL store."""
+    name = "mlflow_server" if request.param == "sqlite" else "postgres_mlflow_server"
+    return str(request.getfixturevalue(name))
 
 
 def logged_model_run(tracking_uri: str, experiment: str) -> str:
@@ -41,7 +50,8 @@ def outputs(stdout: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in stdout.splitlines() if ": " in line)
 
 
-def test_promote_twice_then_roll_back(tmp_path: Path, mlflow_server: str) -> None:
+def test_promote_twice_then_roll_back(tmp_path: Path, store_server: str) -> None:
+    mlflow_server = store_server
     model, experiment = unique("promote"), unique("exp")
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
     first_run, second_run = (logged_model_run(mlflow_server, experiment) for _ in range(2))
@@ -123,7 +133,8 @@ def test_gate_rejected_candidate_is_refused(tmp_path: Path, mlflow_server: str) 
     assert_one_line_error(refused, "the gate rejected")
 
 
-def test_concurrent_promotions_exactly_one_wins(tmp_path: Path, mlflow_server: str) -> None:
+def test_concurrent_promotions_exactly_one_wins(tmp_path: Path, store_server: str) -> None:
+    mlflow_server = store_server
     model, experiment = unique("promote-concurrent"), unique("exp")
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
     runs = [logged_model_run(mlflow_server, experiment) for _ in range(5)]
