@@ -178,11 +178,11 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def start_mlflow_server(store_uri: str, workdir: Path) -> Service:
+def start_mlflow_server(store_uri: str, workdir: Path, port: int | None = None) -> Service:
     mlflow = BIN / "mlflow"
     if not mlflow.exists():
         service_unavailable("mlflow server (install the dev dependencies)")
-    port = free_port()
+    port = port or free_port()
     return start_service(
         [
             str(mlflow),

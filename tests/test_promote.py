@@ -5,13 +5,25 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.composite import run_action
-from tests.conftest import BIN, ROOT, assert_one_line_error, clean_env, run_cli
+from tests.conftest import (
+    BIN,
+    ROOT,
+    Service,
+    assert_one_line_error,
+    clean_env,
+    run_cli,
+    start_mlflow_server,
+    stop,
+)
+from tests.fault_proxy import Fault, FaultProxy
 from tests.test_evaluate import client, unique
 
 
@@ -197,3 +209,101 @@ def test_promote_action_then_rollback_mode(tmp_path: Path, mlflow_server: str) -
     wrong = run_action(action, {"mode": "demote", "model-name": model}, workspace=tmp_path, env=env)
     assert wrong.outcome == "failure"
     assert "input 'mode' must be promote or rollback" in wrong.log
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+@pytest.fixture
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A tracking server of this test's own, which it may kill and restart."""
+    workdir = tmp_path_factory.mktemp("mlflow-own")
+    service = start_mlflow_server(f"sqlite:///{workdir / 'store.db'}", workdir)
+    yield service
+    stop(service.process)
+
+
+def restart_in_background(service: Service) -> Callable[[], None]:
+    """Kill the server now and start it again on the same port, without waiting for it."""
+
+    def kill_and_restart() -> None:
+        stop(service.process)
+        port = int(service.url.rsplit(":", 1)[1])
+
+        def start() -> None:
+            restarted = start_mlflow_server(
+                f"sqlite:///{service.workdir / 'store.db'}", service.workdir, port
+            )
+            service.process = restarted.process
+
+        threading.Thread(target=start, daemon=True).start()
+
+    return kill_and_restart
+
+
+ALIAS_MOVE = r"POST /api/2\.0/mlflow/registered-models/alias"
+
+
+def test_server_restarted_during_a_promotion(tmp_path: Path, own_server: Service) -> None:
+    model, experiment = unique("promote-restart"), unique("exp")
+    first_run, second_run = (logged_model_run(own_server.url, experiment) for _ in range(2))
+    proxy = FaultProxy(own_server.url)
+    server = proxy.serve()
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=proxy.url)
+    try:
+        # A 5xx on the first alias move is retried.
+        proxy.faults.append(Fault(ALIAS_MOVE, status=503, times=2))
+        first = promote(tmp_path, env, "--candidate", first_run, "--model-name", model)
+        assert first.returncode == 0, first.stderr
+        assert proxy.count(ALIAS_MOVE) == 3
+        # The server is killed just as the second move is sent, and comes back later.
+        proxy.faults.append(Fault(ALIAS_MOVE, before=restart_in_background(own_server)))
+        second = promote(tmp_path, env, "--candidate", second_run, "--model-name", model)
+        assert second.returncode == 0, second.stderr
+    finally:
+        server.shutdown()
+    assert any(status == 502 for _, status in proxy.seen), "the server really was down"
+    mlflow_client = client(own_server.url)
+    assert mlflow_client.get_registered_model(model).aliases == {"champion": "2"}
+    moves = json.loads(
+        run_cli(
+            ["registry", "history", "--model-name", model, "--json"],
+            tmp_path,
+            clean_env(tmp_path, MLFLOW_TRACKING_URI=own_server.url),
+        ).stdout
+    )
+    assert [(m["from_version"], m["to_version"], m["state"]) for m in moves] == [
+        (None, "1", "done"),
+        ("1", "2", "done"),
+    ]
+    names = [m.name for m in mlflow_client.search_registered_models()]
+    assert not [n for n in names if n.startswith("mlops-lock--")]
+
+
+def test_a_server_that_stays_down_leaves_the_alias_unchanged(
+    tmp_path: Path, own_server: Service
+) -> None:
+    model, experiment = unique("promote-down"), unique("exp")
+    runs = [logged_model_run(own_server.url, experiment) for _ in range(2)]
+    direct = clean_env(tmp_path, MLFLOW_TRACKING_URI=own_server.url)
+    assert promote(tmp_path, direct, "--candidate", runs[0], "--model-name", model).returncode == 0
+    proxy = FaultProxy(own_server.url, faults=[Fault(ALIAS_MOVE, status=503, times=-1)])
+    server = proxy.serve()
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=proxy.url, MLFLOW_HTTP_REQUEST_MAX_RETRIES="1")
+    try:
+        failed = run_cli(["promote", "--candidate", runs[1], "--model-name", model], tmp_path, env)
+    finally:
+        server.shutdown()
+    assert failed.returncode == 3, failed.output
+    assert_one_line_error(failed, f"MLflow tracking server {proxy.url}", "server error")
+    mlflow_client = client(own_server.url)
+    assert mlflow_client.get_registered_model(model).aliases == {"champion": "1"}
+    # The history shows no move that did not happen, and the next promotion settles it.
+    shown = run_cli(["registry", "history", "--model-name", model, "--json"], tmp_path, direct)
+    assert [m["to_version"] for m in json.loads(shown.stdout)] == ["1"]
+    retried = promote(tmp_path, direct, "--candidate", runs[1], "--model-name", model)
+    assert retried.returncode == 0, retried.stderr
+    moves = json.loads(
+        run_cli(["registry", "history", "--model-name", model, "--json"], tmp_path, direct).stdout
+    )
+    assert [(m["from_version"], m["to_version"]) for m in moves] == [(None, "1"), ("1", "2")]

@@ -945,11 +945,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _prepare_environment() -> None:
+def _prepare_environment(verb: str) -> None:
     """Process-wide settings for the clients, before any of them is imported."""
-    from .tracking import HTTP_RETRY_DEFAULTS
+    from .tracking import HTTP_RETRY_DEFAULTS, REGISTRY_RETRY_DEFAULTS
 
-    for name, value in HTTP_RETRY_DEFAULTS.items():
+    moves_alias = verb in {"promote", "rollback"}
+    for name, value in (REGISTRY_RETRY_DEFAULTS if moves_alias else HTTP_RETRY_DEFAULTS).items():
         os.environ.setdefault(name, value)
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")  # no usage reports from CI machines
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -974,7 +975,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gha.mask_secret_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
-    _prepare_environment()
+    _prepare_environment(str(args.verb))
     try:
         code: int = args.handler(args)
         return code

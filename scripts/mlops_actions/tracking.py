@@ -25,6 +25,9 @@ HTTP_RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
 }
+# Moving an alias is worth waiting for: a server restart mid-move (tens of seconds) is ridden
+# out (about a minute of backoff in total) rather than leaving the move to a re-run.
+REGISTRY_RETRY_DEFAULTS = {**HTTP_RETRY_DEFAULTS, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6"}
 
 
 def resolve_tracking_uri(configured: str, cwd: Path) -> str:

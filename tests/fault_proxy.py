@@ -1,0 +1,95 @@
+"""An HTTP proxy in front of a real server that injects faults: 5xx answers for chosen requests,
+and a hook that runs before a chosen request is forwarded (to kill and restart the server)."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Fault:
+    pattern: str  # regex over "METHOD /path"
+    status: int = 503
+    times: int = 1  # how many matching requests get the fault; -1: all
+    before: Callable[[], None] | None = None  # run once, before forwarding, instead of a status
+
+
+@dataclass
+class FaultProxy:
+    upstream: str
+    url: str = ""
+    faults: list[Fault] = field(default_factory=list)
+    seen: list[tuple[str, int]] = field(default_factory=list)  # ("METHOD /path", status)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def count(self, pattern: str) -> int:
+        return sum(1 for request, _ in self.seen if re.search(pattern, request))
+
+    def _fault_for(self, request: str) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.times != 0 and re.search(fault.pattern, request):
+                    if fault.times > 0:
+                        fault.times -= 1
+                    return fault
+        return None
+
+    def _forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        target = urlsplit(self.upstream)
+        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+        try:
+            connection.request(method, path, body=body or None, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.getheaders(), response.read()
+        except OSError:
+            return 502, [("Content-Type", "text/plain")], b"upstream unreachable"
+        finally:
+            connection.close()
+
+    def serve(self) -> ThreadingHTTPServer:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                request = f"{self.command} {self.path}"
+                fault = proxy._fault_for(request)
+                if fault is not None and fault.before is not None:
+                    fault.before()
+                    fault = None
+                if fault is not None:
+                    status, headers, data = fault.status, [], b'{"error_code": "INJECTED"}'
+                else:
+                    forwarded = {
+                        k: v
+                        for k, v in self.headers.items()
+                        if k.lower() not in {"host", "connection"}
+                    }
+                    status, headers, data = proxy._forward(self.command, self.path, forwarded, body)
+                with proxy._lock:
+                    proxy.seen.append((request, status))
+                self.send_response(status)
+                for key, value in headers:
+                    if key.lower() not in {"transfer-encoding", "connection", "content-length"}:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
