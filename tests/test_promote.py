@@ -34,7 +34,9 @@ def store_server(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(name))
 
 
-def logged_model_run(tracking_uri: str, experiment: str) -> str:
+def logged_model_run(
+    tracking_uri: str, experiment: str, metrics: dict[str, float] | None = None
+) -> str:
     """A run with a (tiny) logged model, as training leaves it."""
     import mlflow
     from sklearn.dummy import DummyClassifier
@@ -42,6 +44,7 @@ def logged_model_run(tracking_uri: str, experiment: str) -> str:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment)
     with mlflow.start_run() as run:
+        mlflow.log_metrics(metrics or {})
         mlflow.sklearn.log_model(DummyClassifier().fit([[0.0], [1.0]], [0, 1]), name="model")
     return str(run.info.run_id)
 
@@ -307,3 +310,26 @@ def test_a_server_that_stays_down_leaves_the_alias_unchanged(
         run_cli(["registry", "history", "--model-name", model, "--json"], tmp_path, direct).stdout
     )
     assert [(m["from_version"], m["to_version"]) for m in moves] == [(None, "1"), ("1", "2")]
+
+
+def test_gate_chart_follows_the_alias_history(tmp_path: Path, mlflow_server: str) -> None:
+    model, experiment = unique("promote-chart"), unique("exp")
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    first, second, candidate = (
+        logged_model_run(mlflow_server, experiment, {"accuracy": value})
+        for value in (0.90, 0.95, 0.97)
+    )
+    assert promote(tmp_path, env, "--candidate", first, "--model-name", model).returncode == 0
+    assert promote(tmp_path, env, "--candidate", second, "--model-name", model).returncode == 0
+    assert run_cli(["rollback", "--model-name", model], tmp_path, env).returncode == 0
+    rules = '[{"metric": "accuracy", "direction": "higher", "threshold": 0.5}]'
+    gated = run_cli(
+        ["evaluate", "--candidate", candidate, "--model-name", model, "--rules", rules],
+        tmp_path,
+        env,
+    )
+    assert gated.returncode == 0, gated.output
+    text = Path(gated.outputs()["report-file"]).read_text()
+    # v1 held the alias, then v2, then v1 again after the rollback: shown where it last took it.
+    assert '  x-axis ["v2", "v1", "candidate"]' in text
+    assert "  bar [0.95, 0.9, 0.97]" in text

@@ -145,20 +145,28 @@ class Assessment:
 
 
 def champion_history(
-    client: MlflowClient, champion: VersionRef | None, limit: int, metric: str
+    client: MlflowClient, champion: VersionRef | None, alias: str, limit: int, metric: str
 ) -> tuple[tuple[str, float], ...]:
-    """The primary metric of the champion and the versions registered before it.
+    """The primary metric of the versions that held the alias, oldest first.
 
-    An approximation of "recent champions" until alias history is recorded in the registry.
+    From the alias history that promote records; for a registry without it, the champion and
+    the versions registered before it.
     """
-    from .registry import recent_versions
+    from .promote import history_of
+    from .registry import recent_versions, version_ref
 
     if champion is None or limit <= 0:
         return ()
-    versions = recent_versions(client, champion.name, limit + 20)
-    earlier = [v for v in versions if int(v.version) <= int(champion.version)][-limit:]
+    holders = [m.to_version for m in history_of(client, champion.name, alias) if m.to_version]
+    # A version that held the alias twice (a rollback) is shown once, where it last took it.
+    ordered = [v for i, v in enumerate(holders) if v not in holders[i + 1 :]][-limit:]
+    if ordered:
+        versions = [version_ref(client.get_model_version(champion.name, v)) for v in ordered]
+    else:
+        registered = recent_versions(client, champion.name, limit + 20)
+        versions = [v for v in registered if int(v.version) <= int(champion.version)][-limit:]
     points = []
-    for version in earlier:
+    for version in versions:
         value = run_metrics(client, version.run_id).get(metric)
         if value is not None:
             points.append((f"v{version.version}", value))
@@ -192,5 +200,5 @@ def assess(
         metrics = reevaluate(spec, resolved, champion, environ, cwd)
     prefix = spec.metric_prefix if spec else ""
     with tracking_server(tracking_uri, "reading the champion history"):
-        history = champion_history(client, champion, history_limit, prefix + history_metric)
+        history = champion_history(client, champion, alias, history_limit, prefix + history_metric)
     return Assessment(resolved, champion, metrics, history)
