@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.github_fake import FakeGitHub
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "iris"
 BIN = Path(sys.executable).parent
@@ -246,6 +248,18 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     # Made-up keys: moto accepts any; a distinctive secret lets tests search logs for it.
     yield S3Server(f"http://127.0.0.1:{port}", "AKIAMLOPSACTIONSTEST", "s3cr3t-Zq81-never-print-me")
     stop(service.process)
+
+
+GITHUB_TEST_TOKEN = "ghs_FakeToken4Tests_never_print_me_0001"
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    """The local stand-in for GitHub's API, accepting GITHUB_TEST_TOKEN."""
+    fake = FakeGitHub(token=GITHUB_TEST_TOKEN)
+    server = fake.serve()
+    yield fake
+    server.shutdown()
 
 
 def copy_example(destination: Path) -> Path:

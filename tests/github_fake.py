@@ -39,6 +39,7 @@ class FakeGitHub:
     comments: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> comment
     check_runs: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    dispatches: list[dict[str, Any]] = field(default_factory=list)
     forbidden: set[str] = field(default_factory=set)  # "POST check-runs", "POST comments", ...
     _ids: Any = field(default_factory=lambda: itertools.count(1_000_001))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -118,6 +119,11 @@ class FakeGitHub:
             }
             self.statuses.append(status)
             return 201, status
+        if re.fullmatch(r"/repos/([^/]+/[^/]+)/dispatches", route) and method == "POST":
+            if "POST dispatches" in self.forbidden:
+                return 403, FORBIDDEN_BODY
+            self.dispatches.append(body)
+            return 204, None
         return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
 
     # ------------------------------------------------------------------------- server
@@ -139,7 +145,7 @@ class FakeGitHub:
                         status, payload = 401, {"message": "Bad credentials"}
                     else:
                         status, payload = fake.handle(self.command, self.path, body)
-                data = json.dumps(payload).encode()
+                data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))

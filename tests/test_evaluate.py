@@ -6,30 +6,29 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.composite import run_action
-from tests.conftest import ROOT, CliResult, assert_one_line_error, clean_env, free_port, run_cli
+from tests.conftest import (
+    GITHUB_TEST_TOKEN,
+    ROOT,
+    CliResult,
+    assert_one_line_error,
+    clean_env,
+    free_port,
+    run_cli,
+)
 from tests.github_fake import FakeGitHub
 
 HEAD_SHA = "0123456789abcdef0123456789abcdef01234567"
-TOKEN = "ghs_FakeToken4Tests_never_print_me_0001"
+TOKEN = GITHUB_TEST_TOKEN
 RULES = [
     {"metric": "accuracy", "direction": "higher", "threshold": 0.85, "min_improvement": 0.0},
     {"metric": "latency_ms", "direction": "lower", "max_regression": 5},
 ]
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    fake = FakeGitHub(token=TOKEN)
-    server = fake.serve()
-    yield fake
-    server.shutdown()
 
 
 def client(tracking_uri: str) -> Any:

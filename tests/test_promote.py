@@ -24,7 +24,8 @@ from tests.conftest import (
     stop,
 )
 from tests.fault_proxy import Fault, FaultProxy
-from tests.test_evaluate import client, unique
+from tests.github_fake import FakeGitHub
+from tests.test_evaluate import TOKEN, client, unique
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -333,3 +334,40 @@ def test_gate_chart_follows_the_alias_history(tmp_path: Path, mlflow_server: str
     # v1 held the alias, then v2, then v1 again after the rollback: shown where it last took it.
     assert '  x-axis ["v2", "v1", "candidate"]' in text
     assert "  bar [0.95, 0.9, 0.97]" in text
+
+
+def test_a_move_dispatches_a_deployment_event(
+    tmp_path: Path, mlflow_server: str, github: FakeGitHub
+) -> None:
+    model, experiment = unique("promote-dispatch"), unique("exp")
+    env = clean_env(
+        tmp_path,
+        MLFLOW_TRACKING_URI=mlflow_server,
+        GITHUB_ACTIONS="true",
+        GITHUB_REPOSITORY="acme/iris",
+        GITHUB_API_URL=github.url,
+        GITHUB_TOKEN=TOKEN,
+        GITHUB_RUN_ID="5",
+    )
+    run = logged_model_run(mlflow_server, experiment)
+    args = ["--candidate", run, "--model-name", model, "--dispatch-event", "deploy-model"]
+    moved = promote(tmp_path, env, *args)
+    assert moved.returncode == 0, moved.stderr
+    assert github.dispatches == [
+        {
+            "event_type": "deploy-model",
+            "client_payload": {
+                "version": "1",
+                "previous_version": "",
+                "alias": "champion",
+                "model_uri": f"models:/{model}/1",
+                "alias_uri": f"models:/{model}@champion",
+                "changed": "true",
+                "registered": "true",
+                "reason": "promote",
+            },
+        }
+    ]
+    unchanged = promote(tmp_path, env, *args)
+    assert unchanged.returncode == 0, unchanged.stderr
+    assert len(github.dispatches) == 1, "no event when nothing moved"
