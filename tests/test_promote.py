@@ -371,3 +371,39 @@ def test_a_move_dispatches_a_deployment_event(
     unchanged = promote(tmp_path, env, *args)
     assert unchanged.returncode == 0, unchanged.stderr
     assert len(github.dispatches) == 1, "no event when nothing moved"
+
+
+def test_gate_provenance_default_expectation_and_legacy_stages(
+    tmp_path: Path, mlflow_server: str
+) -> None:
+    model, experiment = unique("promote-stages"), unique("exp")
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    mlflow_client = client(mlflow_server)
+    runs = [logged_model_run(mlflow_server, experiment) for _ in range(2)]
+    for index, run in enumerate(runs):
+        # What the gate leaves on a candidate it passed: the verdict and what it compared with.
+        gate_tags = {
+            "mlops.gate.verdict": "passed",
+            "mlops.gate.alias": "champion",
+            "mlops.gate.champion_version": str(index) if index else "none",
+            "mlops.gate.workflow_run_url": f"https://github.com/acme/iris/actions/runs/{index}",
+        }
+        for key, value in gate_tags.items():
+            mlflow_client.set_tag(run, key, value)
+        moved = promote(
+            tmp_path, env, "--candidate", run, "--model-name", model, "--stage", "Production"
+        )
+        assert moved.returncode == 0, moved.stderr
+    first, second = (mlflow_client.get_model_version(model, v) for v in ("1", "2"))
+    assert second.current_stage == "Production"
+    assert first.current_stage == "Archived", "the previous holder is archived"
+    assert second.tags["mlops.gate.verdict"] == "passed"
+    assert second.tags["mlops.gate.link"] == "https://github.com/acme/iris/actions/runs/1"
+    assert "gate: passed (https://github.com/acme/iris/actions/runs/1)" in second.description
+    # A candidate gated against v1, which no longer holds the alias, is refused by default.
+    late = logged_model_run(mlflow_server, experiment)
+    for key, value in {"mlops.gate.alias": "champion", "mlops.gate.champion_version": "1"}.items():
+        mlflow_client.set_tag(late, key, value)
+    stale = promote(tmp_path, env, "--candidate", late, "--model-name", model)
+    assert stale.returncode == 4, stale.stderr
+    assert "not at the expected version 1" in stale.stderr
