@@ -557,6 +557,14 @@ def _record_decision(
         client.log_text(run_id, markdown, "mlops-gate/report.md")
 
 
+def _github_token(args: argparse.Namespace) -> str:
+    """The github-token input, else GITHUB_TOKEN or GH_TOKEN from the environment."""
+    return (
+        _value(args, "github-token")
+        or (os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN") or "").strip()
+    )
+
+
 def _publish_gate(
     config: Config,
     args: argparse.Namespace,
@@ -574,10 +582,7 @@ def _publish_gate(
     want_check = bool(config.get("gate.report.check_run"))
     if not (want_comment or want_check):
         return EXIT_OK
-    token = (
-        _value(args, "github-token")
-        or os.environ.get("GITHUB_TOKEN", os.environ.get("GH_TOKEN", "")).strip()
-    )
+    token = _github_token(args)
     notes: list[str] = []
     if not token or not run_context.repository:
         why = (
@@ -687,6 +692,7 @@ def _move_outputs(result: Any) -> dict[str, str]:
         "model-uri": result.version_uri,
         "alias-uri": result.alias_uri,
         "changed": "true" if result.changed else "false",
+        "registered": "true" if result.registered else "false",
     }
 
 
@@ -695,8 +701,6 @@ def _after_move(config: Config, args: argparse.Namespace, result: Any, reason: s
     from . import context, github_report, report
 
     outputs = _move_outputs(result)
-    if "registered" in result.__dataclass_fields__:
-        outputs["registered"] = "true" if result.registered else "false"
     emit(outputs)
     gha.add_summary(report.move_summary(result, reason))
     gha.annotate("notice", result.message, title=reason)
@@ -704,7 +708,7 @@ def _after_move(config: Config, args: argparse.Namespace, result: Any, reason: s
     if not (event and result.changed):
         return
     run_context = context.detect(os.environ, Path.cwd())
-    token = _value(args, "github-token") or os.environ.get("GITHUB_TOKEN", "")
+    token = _github_token(args)
     if not token or not run_context.repository:
         gha.annotate(
             "warning",
