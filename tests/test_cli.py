@@ -12,21 +12,30 @@ def test_run_executes_the_example_pipeline_offline(example: Path, tmp_path: Path
 
     result = run_cli(["run"], example, clean_env(tmp_path))
     assert result.returncode == 0, result.output
-    assert "stage 1/3: dvc-pull" in result.stderr
-    assert "stage 2/3: train" in result.stderr
-    assert "stage 3/3: evaluate" in result.stderr
+    for stage in ("1/4: dvc-pull", "2/4: train", "3/4: evaluate", "4/4: promote to @champion"):
+        assert f"stage {stage}" in result.stderr
     assert (example / "data" / "iris.csv").is_file()
     client = MlflowClient(f"sqlite:///{example / 'mlflow.db'}")
-    run = client.get_run(result.outputs()["run-id"])
+    outputs = result.outputs()
+    run = client.get_run(outputs["run-id"])
     assert run.info.status == "FINISHED"
-    assert run.data.tags["mlops.data.fingerprint"] == result.outputs()["data-fingerprint"]
+    assert run.data.tags["mlops.data.fingerprint"] == outputs["data-fingerprint"]
     assert client.get_experiment(run.info.experiment_id).name == "iris"
-    # The gate ran on the new run: no champion yet, so the thresholds decided.
-    assert result.outputs()["verdict"] == "passed"
-    assert client.get_run(run.info.run_id).data.tags["mlops.gate.verdict"] == "passed"
+    # The gate ran on the new run: no champion yet, so the thresholds decided; then promote.
+    assert outputs["verdict"] == "passed"
+    assert run.data.tags["mlops.gate.verdict"] == "passed"
     decision = (example / "mlops-gate" / "iris-classifier.decision.json").read_text()
     assert '"first_model": true' in decision
     assert "not running in a GitHub workflow" in result.stderr
+    assert outputs["version"] == "1"
+    assert str(client.get_registered_model("iris-classifier").aliases["champion"]) == "1"
+
+    # Run again: now the gate compares with the champion, and promote replaces it.
+    again = run_cli(["run"], example, clean_env(tmp_path))
+    assert again.returncode == 0, again.output
+    assert again.outputs()["champion-version"] == "1"
+    assert again.outputs()["previous-version"] == "1"
+    assert str(client.get_registered_model("iris-classifier").aliases["champion"]) == "2"
 
 
 def test_config_validate_and_show(example: Path, tmp_path: Path) -> None:

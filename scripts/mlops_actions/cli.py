@@ -132,6 +132,18 @@ ROLLBACK_OPTIONS = (
 )
 
 
+def _unique(*groups: Sequence[Option]) -> tuple[Option, ...]:
+    """Options of several verbs, each name once (the first definition wins)."""
+    seen: dict[str, Option] = {}
+    for group in groups:
+        for option in group:
+            seen.setdefault(option.name, option)
+    return tuple(seen.values())
+
+
+RUN_OPTIONS = _unique(MLFLOW_OPTIONS, DATA_OPTIONS, TRAIN_OPTIONS, GATE_OPTIONS, PROMOTE_OPTIONS)
+
+
 def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
     for option in options:
         parser.add_argument(
@@ -323,25 +335,32 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The pipeline stages, in order, on this machine: dvc-pull, train, then the gate."""
+    """The pipeline stages, in order, on this machine: dvc-pull, train, gate, promote."""
     from . import data
 
-    config = load_config(args, (*MLFLOW_OPTIONS, *DATA_OPTIONS, *TRAIN_OPTIONS, *GATE_OPTIONS))
+    config = load_config(args, RUN_OPTIONS)
     fingerprint = ""
     if data.in_repository(Path(config.get("data.repo", "."))):
-        print("stage 1/3: dvc-pull", file=sys.stderr)
+        print("stage 1/4: dvc-pull", file=sys.stderr)
         pulled = _pull_data(config)
         print(f"pulled {pulled.files_fetched} file(s) from '{pulled.remote}'", file=sys.stderr)
         fingerprint = pulled.fingerprint
     else:
-        print("stage 1/3: dvc-pull skipped (not a DVC repository)", file=sys.stderr)
-    print("stage 2/3: train", file=sys.stderr)
+        print("stage 1/4: dvc-pull skipped (not a DVC repository)", file=sys.stderr)
+    print("stage 2/4: train", file=sys.stderr)
     trained = run_train(config, fingerprint)
     if not (config.get("gate.rules") and config.get("model.name")):
-        print("stage 3/3: evaluate skipped (no gate.rules or model.name)", file=sys.stderr)
+        print(
+            "stages 3-4/4: evaluate and promote skipped (no gate.rules or model.name)",
+            file=sys.stderr,
+        )
         return EXIT_OK
-    print("stage 3/3: evaluate", file=sys.stderr)
-    return run_gate(config, trained.run_id, args)
+    print("stage 3/4: evaluate", file=sys.stderr)
+    gated = run_gate(config, trained.run_id, args)
+    if gated != EXIT_OK:
+        return gated
+    print(f"stage 4/4: promote to @{config.get('promote.alias')}", file=sys.stderr)
+    return run_promote(config, trained.run_id, args)
 
 
 def _gate_files(model_name: str) -> tuple[Path, Path]:
@@ -727,14 +746,18 @@ def _after_move(config: Config, args: argparse.Namespace, result: Any, reason: s
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
+    config = load_config(args, (*MLFLOW_OPTIONS, *PROMOTE_OPTIONS))
+    return run_promote(config, _value(args, "candidate"), args)
+
+
+def run_promote(config: Config, given: str, args: argparse.Namespace) -> int:
+    """Shared by `promote` and `run`: refuse a rejected candidate, move the alias, report."""
     from . import context, promote, registry, tracking
     from .errors import EXIT_REJECTED, MlopsError
 
-    config = load_config(args, (*MLFLOW_OPTIONS, *PROMOTE_OPTIONS))
     model_name = _model_name(config)
     alias = str(config.get("promote.alias"))
     mlflow_client, uri = _registry_client(config)
-    given = _value(args, "candidate")
     with tracking.tracking_server(uri, f"resolving the candidate {given or '(none)'}"):
         candidate = registry.resolve_candidate(mlflow_client, given)
         tags = dict(mlflow_client.get_run(candidate.run_id).data.tags) if candidate.run_id else {}
@@ -859,8 +882,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    options = (*MLFLOW_OPTIONS, *DATA_OPTIONS, *TRAIN_OPTIONS, *GATE_OPTIONS)
-    print(load_config(args, options).render(), end="")
+    print(load_config(args, RUN_OPTIONS).render(), end="")
     return EXIT_OK
 
 
@@ -930,8 +952,8 @@ def build_parser() -> argparse.ArgumentParser:
     verb(
         "run",
         cmd_run,
-        "run the pipeline stages locally, in order",
-        (*MLFLOW_OPTIONS, *DATA_OPTIONS, *TRAIN_OPTIONS, *GATE_OPTIONS),
+        "run the pipeline stages locally, in order: dvc-pull, train, evaluate, promote",
+        RUN_OPTIONS,
     )
     version = verbs.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _args: print(__version__) or EXIT_OK)
@@ -942,9 +964,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(validate, (CONFIG_OPTION,))
     validate.set_defaults(handler=cmd_config_validate)
     show = config_verbs.add_parser("show", help="print the effective config and its sources")
-    _add_options(
-        show, (CONFIG_OPTION, *MLFLOW_OPTIONS, *DATA_OPTIONS, *TRAIN_OPTIONS, *GATE_OPTIONS)
-    )
+    _add_options(show, (CONFIG_OPTION, *RUN_OPTIONS))
     show.set_defaults(handler=cmd_config_show)
     return parser
 
