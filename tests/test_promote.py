@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -407,3 +408,36 @@ def test_gate_provenance_default_expectation_and_legacy_stages(
     stale = promote(tmp_path, env, "--candidate", late, "--model-name", model)
     assert stale.returncode == 4, stale.stderr
     assert "not at the expected version 1" in stale.stderr
+
+
+def test_locks_wait_expire_and_can_be_removed(tmp_path: Path, mlflow_server: str) -> None:
+    model, experiment = unique("promote-lock"), unique("exp")
+    mlflow_client = client(mlflow_server)
+    run = logged_model_run(mlflow_server, experiment)
+    lock = f"mlops-lock--{model}--champion"
+    env = clean_env(
+        tmp_path, MLFLOW_TRACKING_URI=mlflow_server, MLOPS_PROMOTE_LOCK_WAIT_SECONDS="0"
+    )
+    # A live lock (another promotion in progress) makes this one fail, naming the holder.
+    mlflow_client.create_registered_model(
+        lock,
+        tags={
+            "mlops.lock.token": "other",
+            "mlops.lock.expires": str(time.time() + 600),
+            "mlops.lock.holder": "https://github.com/acme/iris/actions/runs/1",
+        },
+    )
+    busy = run_cli(["promote", "--candidate", run, "--model-name", model], tmp_path, env)
+    assert busy.returncode == 4
+    assert_one_line_error(busy, "another promotion", "actions/runs/1", "registry unlock")
+    assert not mlflow_client.search_model_versions(f"name = '{model}'")
+    unlocked = run_cli(["registry", "unlock", "--model-name", model], tmp_path, env)
+    assert unlocked.returncode == 0, unlocked.output
+    # A lock whose holder died (expired) is taken over.
+    mlflow_client.create_registered_model(
+        lock, tags={"mlops.lock.token": "dead", "mlops.lock.expires": str(time.time() - 1)}
+    )
+    moved = promote(tmp_path, env, "--candidate", run, "--model-name", model)
+    assert moved.returncode == 0, moved.stderr
+    names = [m.name for m in mlflow_client.search_registered_models()]
+    assert lock not in names
