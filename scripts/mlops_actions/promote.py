@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .errors import EXIT_CONFLICT, ConfigError, MlopsError
-from .registry import Candidate, VersionRef, alias_holder, version_ref
+from .registry import Candidate, VersionRef, version_ref
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -309,15 +309,22 @@ def version_tags(candidate: Candidate, provenance: Provenance) -> dict[str, str]
     }
 
 
-def _settle_pending(client: MlflowClient, model_name: str, alias: str) -> list[Move]:
-    """Finish or drop pending entries a crashed move left; the settled history, oldest first."""
+@dataclass(frozen=True)
+class AliasState:
+    holder: str | None  # the version the alias points at
+    history: list[Move]  # settled, oldest first
+    next_seq: int
+
+
+def _settle_pending(client: MlflowClient, model_name: str, alias: str) -> AliasState:
+    """Read the alias once, and finish or drop pending entries a crashed move left."""
     from mlflow.exceptions import MlflowException
 
     try:
         model = client.get_registered_model(model_name)
     except MlflowException as error:
         if _error_code(error) == "RESOURCE_DOES_NOT_EXIST":
-            return []  # the first promotion registers the model
+            return AliasState(None, [], 1)  # the first promotion registers the model
         raise
     holder = dict(model.aliases or {}).get(alias)
     holder = None if holder is None else str(holder)
@@ -331,7 +338,8 @@ def _settle_pending(client: MlflowClient, model_name: str, alias: str) -> list[M
                 client.set_registered_model_tag(model_name, move.key(), done.to_json())
             else:
                 client.delete_registered_model_tag(model_name, move.key())
-    return [replace(m, state="done") for m in history]
+    next_seq = max((m.seq for m in moves), default=0) + 1
+    return AliasState(holder, [replace(m, state="done") for m in history], next_seq)
 
 
 def move_alias(
@@ -362,9 +370,8 @@ def move_alias(
         ttl_seconds=lock_ttl_seconds,
         holder=provenance.workflow_run or provenance.actor or "local",
     ):
-        history = _settle_pending(client, model_name, alias)
-        current = alias_holder(client, model_name, alias)
-        current_version = current.version if current else None
+        state = _settle_pending(client, model_name, alias)
+        history, current_version = state.history, state.holder
         target = find()
         if target is not None and current_version == target.version:
             return MoveResult(
@@ -393,9 +400,8 @@ def move_alias(
             if create is None:
                 raise ConfigError(f"{model_name} has no such version to move @{alias} to")
             target = create()
-        seq = max((m.seq for m in parse_history(_tags(client, model_name), alias)), default=0) + 1
         move = Move(
-            seq=seq,
+            seq=state.next_seq,
             alias=alias,
             from_version=current_version,
             to_version=target.version,
@@ -432,10 +438,6 @@ def move_alias(
             f"version {target.version} ({reason})",
             history=history,
         )
-
-
-def _tags(client: MlflowClient, model_name: str) -> dict[str, str]:
-    return dict(client.get_registered_model(model_name).tags or {})
 
 
 def history_of(client: MlflowClient, model_name: str, alias: str) -> list[Move]:
