@@ -81,7 +81,7 @@ def _rows(data: Any) -> int:
     if shape:
         return int(shape[0])
     if isinstance(data, dict):  # `inputs`/`instances` arrive as {column: values}
-        first = next(iter(data.values()), [])
+        first: Any = next(iter(data.values()), [])
         return len(first) if hasattr(first, "__len__") and not isinstance(first, str) else 1
     return len(data) if isinstance(data, list) else 1
 
