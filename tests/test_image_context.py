@@ -1,0 +1,124 @@
+"""The serving image's build context, without a Docker engine: requirements, layer order,
+labels, the model facts read from a real MLflow model, and the choice of Docker CLI."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from mlops_actions import image
+from mlops_actions.errors import ConfigError
+
+
+def test_mlflow_becomes_skinny_and_everything_else_stays() -> None:
+    assert image.image_requirements(
+        ["mlflow==3.17.2", "scikit-learn==1.9.1", "# comment", "", "-r other.txt", "pandas"]
+    ) == ["mlflow-skinny==3.17.2", "scikit-learn==1.9.1", "pandas"]
+    assert image.image_requirements(["mlflow[extras]>=3.4 ; python_version>'3.9'"]) == [
+        "mlflow-skinny>=3.4 ; python_version>'3.9'"
+    ]
+    assert image.image_requirements(["mlflow-skinny==3.4.0"]) == ["mlflow-skinny==3.4.0"]
+    assert image.image_requirements(["mlflowx==1"]) == ["mlflowx==1", "mlflow-skinny"]
+    assert image.image_requirements([]) == ["mlflow-skinny"]
+
+
+def test_layers_go_from_base_to_model() -> None:
+    text = image.render_dockerfile()
+    order = [
+        text.index("FROM ${BASE_IMAGE}"),
+        text.index("COPY requirements.txt"),
+        text.index("pip install"),
+        text.index("COPY mlserving/"),
+        text.index("COPY model/"),
+    ]
+    assert order == sorted(order)
+    # Per-version values enter only after the last layer, so they never invalidate one.
+    assert text.index("ARG MODEL_NAME") > text.index("COPY model/")
+    assert "--mount=type=secret,id=extra_ca" in text  # the CA never lands in a layer
+    assert "USER 10001" in text
+    assert "# syntax=" not in text  # a syntax line would pull a frontend image from a registry
+
+
+@pytest.fixture(scope="module")
+def iris_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = load_iris(return_X_y=True, as_frame=True)
+    path = tmp_path_factory.mktemp("iris") / "model"
+    model = LogisticRegression(max_iter=300).fit(features, target)
+    mlflow.sklearn.save_model(model, str(path), input_example=features.head(2))
+    return path
+
+
+def test_context_from_a_real_model(iris_model: Path, tmp_path: Path) -> None:
+    import mlflow
+
+    facts = image.read_model(iris_model, "models:/iris/3", "iris", "3")
+    assert facts.flavor == "sklearn"
+    assert facts.mlflow_version == mlflow.__version__
+    assert facts.python_version.startswith("3.")
+    assert facts.example is not None
+    assert b"dataframe_split" in facts.example
+    context = image.write_context(iris_model, facts, tmp_path / "context")
+    requirements = (context / "requirements.txt").read_text().splitlines()
+    assert f"mlflow-skinny=={mlflow.__version__}" in requirements
+    assert "prometheus-client>=0.20" in requirements
+    assert not any(r.startswith("mlflow==") for r in requirements)
+    assert (context / "mlserving" / "mlops_actions" / "serving" / "app.py").is_file()
+    assert not list((context / "mlserving").rglob("__pycache__"))
+    assert (context / "model" / "MLmodel").is_file()
+    # Only the serving package goes in, not the rest of the suite.
+    assert sorted(p.name for p in (context / "mlserving" / "mlops_actions").iterdir()) == [
+        "__init__.py",
+        "serving",
+    ]
+
+    labels = image.labels_for(facts, "abc123", "https://github.com/acme/iris", "2026-11-26T00:00Z")
+    assert labels["org.opencontainers.image.revision"] == "abc123"
+    assert labels["io.mlops-actions.model.version"] == "3"
+    assert labels["io.mlops-actions.model.flavor"] == "sklearn"
+
+
+def test_not_a_model_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="models:/x/1 is not an MLflow model"):
+        image.read_model(tmp_path, "models:/x/1", "x", "1")
+
+
+def fake_docker(directory: Path, version: str, buildx: bool) -> None:
+    """A stand-in `docker` that answers only the two questions find_builder asks."""
+    script = directory / "docker"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = buildx ]; then exit {0 if buildx else 1}; fi\n'
+        f'if [ "$1" = version ]; then echo {version}; exit 0; fi\n'
+        "exit 2\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.mark.parametrize(
+    ("version", "buildx", "expected"),
+    [
+        ("28.2.2", True, ("buildx", "build", "--load")),
+        ("20.10.24", False, ("build",)),
+    ],
+)
+def test_builder_choice(
+    tmp_path: Path, version: str, buildx: bool, expected: tuple[str, ...]
+) -> None:
+    fake_docker(tmp_path, version, buildx)
+    cli = image.find_builder(["docker"], {**os.environ, "PATH": str(tmp_path)})
+    assert cli.argv[1:] == expected
+    assert (cli.environment.get("DOCKER_BUILDKIT") == "1") == (not buildx)
+
+
+def test_no_builder_names_the_fix(tmp_path: Path) -> None:
+    fake_docker(tmp_path, "28.2.2", buildx=False)  # a new client without the buildx plugin
+    with pytest.raises(ConfigError, match="no Docker CLI here can build with BuildKit") as error:
+        image.find_builder(["docker"], {"PATH": str(tmp_path)})
+    assert "buildx" in error.value.hint
