@@ -6,6 +6,7 @@ MLOPS_ACTIONS_REQUIRE_SERVICES=1 (set by CI), where it fails instead.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -17,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -354,3 +356,79 @@ def assert_one_line_error(result: CliResult, *needles: str) -> str:
     for needle in needles:
         assert needle in errors[0], f"{needle!r} not in {errors[0]!r}"
     return errors[0]
+
+
+# ----------------------------------------------------------------------------- Docker
+
+BASE_IMAGE = "mlops-actions-test/python-base:bookworm"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    """docker-py connected to a running Docker engine (Debian's docker.io, started by CI)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as error:
+        service_unavailable(f"Docker engine ({error})")
+    return client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Debian Python base image made from Debian packages (no Docker Hub): mmdebstrap, then
+    docker import. Kept between runs under a fixed tag."""
+    import docker.errors
+
+    try:
+        docker_client.images.get(BASE_IMAGE)
+        return BASE_IMAGE
+    except docker.errors.ImageNotFound:
+        pass
+    if shutil.which("mmdebstrap") is None:
+        service_unavailable("mmdebstrap (apt-get install mmdebstrap), to build the base image")
+    tarball = tmp_path_factory.mktemp("base") / "base.tar"
+    subprocess.run(
+        [
+            "mmdebstrap",
+            "--variant=minbase",
+            "--include=python3,python3-venv,ca-certificates",
+            "--format=tar",
+            "bookworm",
+            str(tarball),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    repository, tag = BASE_IMAGE.split(":")
+    docker_client.api.import_image(
+        src=str(tarball),
+        repository=repository,
+        tag=tag,
+        changes=["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+    )
+    tarball.unlink()
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real registry (Debian's docker-registry) on loopback: host:port."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        service_unavailable("docker-registry (apt-get install docker-registry)")
+    assert binary is not None
+    workdir = tmp_path_factory.mktemp("registry")
+    port = free_port()
+    config = workdir / "config.yml"
+    settings = {
+        "version": 0.1,
+        "storage": {"filesystem": {"rootdirectory": str(workdir / "data")}},
+        "http": {"addr": f"127.0.0.1:{port}"},
+    }
+    config.write_text(json.dumps(settings))  # JSON is YAML
+    service = start_service([binary, "serve", str(config)], f"http://127.0.0.1:{port}/v2/", workdir)
+    yield f"127.0.0.1:{port}"
+    stop(service.process)

@@ -121,7 +121,8 @@ def render_dockerfile() -> str:
 ARG BASE_IMAGE
 FROM ${{BASE_IMAGE}}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \\
-    PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH \\
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \\
+    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
     PYTHONPATH=/opt/mlserving MLSERVING_MODEL_DIR={MODEL_DIR_IN_IMAGE}
 
 # Dependencies: the model's requirements (mlflow as mlflow-skinny) and the server's.
@@ -269,12 +270,17 @@ def build(cli: DockerCli, spec: BuildSpec) -> str:
 
 
 def _build_error(lines: Sequence[str]) -> str:
-    """The most telling line of a failed BuildKit log."""
-    for line in reversed(lines):
-        text = re.sub(r"^#\d+ [\d.]+ ", "", line).strip()
-        if re.search(r"ERROR:|error:|No matching distribution|Could not find", text):
-            return text[:400]
-    return (lines[-1] if lines else "no output")[:400]
+    """The most telling line of a failed BuildKit log: the step's own error (pip's, say)
+    rather than BuildKit's "executor failed running ..." summary."""
+    texts = [re.sub(r"^#\d+ [\d.]+ ", "", line).strip() for line in lines]
+    for pattern in (
+        r"No matching distribution|Could not find a version|ResolutionImpossible",
+        r"^(ERROR|error):(?! executor failed)",
+    ):
+        for text in reversed(texts):
+            if re.search(pattern, text) and "executor failed" not in text:
+                return text[:400]
+    return (texts[-1] if texts else "no output")[:400]
 
 
 # ----------------------------------------------------------------------------- docker-py

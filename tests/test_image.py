@@ -1,0 +1,110 @@
+"""Serving images against a real Docker engine and a real registry on loopback: build with
+BuildKit, smoke test, push, pull by digest, predict; and a new model version that rebuilds
+only the model layer."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_actions import image
+
+CA_BUNDLE = os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().cafile or ""
+
+
+def save_iris(path: Path, c: float) -> Path:
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = load_iris(return_X_y=True, as_frame=True)
+    model = LogisticRegression(C=c, max_iter=300).fit(features, target)
+    mlflow.sklearn.save_model(model, str(path), input_example=features.head(2))
+    return path
+
+
+def build_model_image(
+    model_dir: Path, version: str, tag: str, base_image: str, workdir: Path
+) -> tuple[str, image.ModelFacts]:
+    facts = image.read_model(model_dir, f"models:/iris/{version}", "iris", version)
+    context = image.write_context(model_dir, facts, workdir / f"context-{version}")
+    cli = image.find_builder(["docker", "/usr/bin/docker"], os.environ)
+    spec = image.BuildSpec(
+        context=context,
+        base_image=base_image,
+        tags=(tag,),
+        labels=image.labels_for(facts, "0" * 40, "https://github.com/acme/iris", "2026-11-26"),
+        build_args={"MODEL_NAME": "iris", "MODEL_VERSION": version},
+        extra_ca=Path(CA_BUNDLE) if CA_BUNDLE else None,
+    )
+    return image.build(cli, spec), facts
+
+
+def layers(client: Any, image_id: str) -> list[str]:
+    return list(client.images.get(image_id).attrs["RootFS"]["Layers"])
+
+
+def test_build_smoke_push_pull_by_digest(
+    docker_client: Any, base_image: str, registry: str, tmp_path: Path
+) -> None:
+    repository = f"{registry}/acme/iris-serving"
+    first_id, first = build_model_image(
+        save_iris(tmp_path / "v1", 1.0), "1", f"{repository}:1", base_image, tmp_path
+    )
+    config = docker_client.images.get(first_id).attrs["Config"]
+    assert config["Labels"]["io.mlops-actions.model.version"] == "1"
+    assert config["User"] == "10001"
+    assert "MLSERVING_MODEL_VERSION=1" in config["Env"]
+
+    smoke = image.smoke_test(docker_client, first_id, first.example)
+    assert json.loads(smoke.prediction)["predictions"] == [0, 0]
+    assert smoke.metrics_lines > 20
+
+    digest = image.push(docker_client, repository, "1")
+    assert digest.startswith("sha256:")
+    docker_client.images.remove(f"{repository}:1", force=True)
+    pulled = docker_client.images.pull(f"{repository}@{digest}")
+    assert pulled.id == first_id
+    again = image.smoke_test(docker_client, f"{repository}@{digest}", first.example)
+    assert again.prediction == smoke.prediction
+
+    # A new model version with the same requirements: every layer but the model's is reused.
+    second_id, _ = build_model_image(
+        save_iris(tmp_path / "v2", 0.5), "2", f"{repository}:2", base_image, tmp_path
+    )
+    before, after = layers(docker_client, first_id), layers(docker_client, second_id)
+    assert len(before) == len(after)
+    assert before[:-1] == after[:-1]
+    assert before[-1] != after[-1]
+
+
+def test_unreachable_registry_fails_without_a_digest(
+    docker_client: Any, base_image: str, tmp_path: Path
+) -> None:
+    from tests.conftest import free_port
+
+    tag = f"127.0.0.1:{free_port()}/acme/nowhere"
+    docker_client.images.get(base_image).tag(tag, "x")
+    try:
+        with pytest.raises(image.ServiceError, match=r"push of 127\.0\.0\.1:"):
+            image.push(docker_client, tag, "x", attempts=1)
+    finally:
+        docker_client.images.remove(f"{tag}:x", force=True)
+
+
+def test_a_bad_requirement_fails_the_build_with_its_reason(
+    docker_client: Any, base_image: str, tmp_path: Path
+) -> None:
+    model = save_iris(tmp_path / "model", 1.0)
+    requirements = model / "requirements.txt"
+    requirements.write_text(requirements.read_text() + "\nno-such-package-mlops-actions==0.0.1\n")
+    with pytest.raises(image.BuildFailed) as error:
+        build_model_image(model, "9", "iris-broken:9", base_image, tmp_path)
+    assert "no-such-package-mlops-actions" in error.value.message
+    assert shutil.which("docker") is not None
