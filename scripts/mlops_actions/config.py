@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
         "evaluation": {"python": "python", "metric_prefix": "eval_"},
         "report": {"pr_comment": True, "check_run": True},
     },
+    "image": {"push": True, "smoke_test": True, "tags": []},
     "promote": {
         "alias": "champion",
         "require_gate": True,

@@ -240,3 +240,25 @@ def move_summary(result: Any, reason: str) -> str:
                 f"| {move.to_version or '—'} | {run} |"
             )
     return "\n".join(lines)
+
+
+def image_summary(outputs: dict[str, str], facts: Any, smoke: Any, *, pushed: bool) -> str:
+    """Job summary of build-push: what was built from which model, and where it went."""
+    size = human_bytes(int(outputs["size-bytes"]))
+    lines = [
+        f"### 🐳 build-push: `{outputs['image']}`",
+        "",
+        f"Model `{facts.uri}` ({facts.flavor}, MLflow {facts.mlflow_version}), image {size}.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| tags | {', '.join(f'`{t}`' for t in outputs['tags'].splitlines())} |",
+        f"| digest | `{outputs['digest']}` |" if pushed else "| pushed | no (push: false) |",
+        f"| image id | `{outputs['image-id'][:19]}` |",
+    ]
+    if smoke is not None:
+        lines.append(
+            f"| smoke test | /ping after {smoke.seconds_to_ping:.1f} s, /invocations and "
+            "/metrics answered |"
+        )
+    return "\n".join(lines)
