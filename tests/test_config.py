@@ -84,7 +84,8 @@ def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
         ("data: [unclosed\n", r"not valid YAML"),
         (
             "surprise: 1\n",
-            r"\$\.surprise: unknown key; allowed here: data, gate, image, mlflow, model, promote, train",
+            r"\$\.surprise: unknown key; allowed here: "
+            r"data, gate, image, mlflow, model, promote, train",
         ),
     ],
 )

@@ -108,3 +108,73 @@ def test_a_bad_requirement_fails_the_build_with_its_reason(
         build_model_image(model, "9", "iris-broken:9", base_image, tmp_path)
     assert "no-such-package-mlops-actions" in error.value.message
     assert shutil.which("docker") is not None
+
+
+def test_build_push_action_serves_the_champion(
+    docker_client: Any, base_image: str, registry: str, mlflow_server: str, tmp_path: Path
+) -> None:
+    from tests.composite import run_action
+    from tests.conftest import ROOT, clean_env
+    from tests.test_evaluate import client, unique
+    from tests.test_promote import logged_model_run
+
+    model, experiment = unique("served"), unique("exp")
+    run = logged_model_run(mlflow_server, experiment)
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server, GITHUB_SHA="ab" * 20)
+    promoted = run_action(
+        ROOT / "actions" / "promote",
+        {"candidate": run, "model-name": model},
+        workspace=tmp_path,
+        env=env,
+    )
+    assert promoted.outcome == "success", promoted.log
+    repository = f"{registry}/acme/{model}"
+    built = run_action(
+        ROOT / "actions" / "build-push",
+        {
+            "model-uri": f"models:/{model}@champion",
+            "image": repository,
+            "base-image": base_image,
+            "extra-ca": CA_BUNDLE,
+        },
+        workspace=tmp_path,
+        env=env,
+    )
+    assert built.outcome == "success", built.log[-3000:]
+    outputs = built.outputs
+    assert outputs["digest"].startswith("sha256:")
+    assert outputs["image"] == f"{repository}@{outputs['digest']}"
+    assert outputs["tags"].splitlines() == [
+        f"{repository}:v1",
+        f"{repository}:champion",
+        f"{repository}:sha-{'ab' * 6}",
+    ]
+    assert outputs["model-version"] == "1"
+    assert int(outputs["size-bytes"]) > 0
+    assert "### 🐳 build-push" in built.summary
+    # What the registry holds is the image that was smoke-tested.
+    docker_client.images.remove(f"{repository}:v1", force=True)
+    pulled = docker_client.images.pull(outputs["image"])
+    assert pulled.id == outputs["image-id"]
+    labels = pulled.attrs["Config"]["Labels"]
+    assert labels["io.mlops-actions.model.run-id"] == run
+    assert labels["org.opencontainers.image.revision"] == "ab" * 20
+    version = client(mlflow_server).get_model_version(model, "1")
+    assert version.run_id == run
+
+
+def test_a_missing_model_fails_before_building(
+    docker_client: Any, registry: str, mlflow_server: str, tmp_path: Path
+) -> None:
+    from tests.conftest import assert_one_line_error, clean_env, run_cli
+
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    repository = f"{registry}/acme/missing"
+    done = run_cli(
+        ["build-push", "--model-uri", "models:/no-such-model@champion", "--image", repository],
+        tmp_path,
+        env,
+    )
+    assert done.returncode == 2, done.output
+    assert_one_line_error(done, "no-such-model")
+    assert not docker_client.images.list(name=repository), "nothing was built or pushed"
