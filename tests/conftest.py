@@ -413,22 +413,47 @@ def base_image(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     return BASE_IMAGE
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real registry (Debian's docker-registry) on loopback: host:port."""
+REGISTRY_USER = "ci-pusher"
+REGISTRY_PASSWORD = "Reg1stry-pw-never-print-me-7731"
+
+
+def _start_registry(workdir: Path, htpasswd: str = "") -> tuple[str, Service]:
     binary = shutil.which("docker-registry")
     if binary is None:
         service_unavailable("docker-registry (apt-get install docker-registry)")
     assert binary is not None
-    workdir = tmp_path_factory.mktemp("registry")
     port = free_port()
-    config = workdir / "config.yml"
-    settings = {
+    settings: dict[str, Any] = {
         "version": 0.1,
         "storage": {"filesystem": {"rootdirectory": str(workdir / "data")}},
         "http": {"addr": f"127.0.0.1:{port}"},
     }
+    if htpasswd:
+        (workdir / "htpasswd").write_text(htpasswd)
+        settings["auth"] = {"htpasswd": {"realm": "tests", "path": str(workdir / "htpasswd")}}
+    config = workdir / "config.yml"
     config.write_text(json.dumps(settings))  # JSON is YAML
-    service = start_service([binary, "serve", str(config)], f"http://127.0.0.1:{port}/v2/", workdir)
-    yield f"127.0.0.1:{port}"
+    # "/" answers 200 with or without authentication (/v2/ would answer 401).
+    service = start_service([binary, "serve", str(config)], f"http://127.0.0.1:{port}/", workdir)
+    return f"127.0.0.1:{port}", service
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real registry (Debian's docker-registry) on loopback, open: host:port."""
+    address, service = _start_registry(tmp_path_factory.mktemp("registry"))
+    yield address
+    stop(service.process)
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same with basic authentication (REGISTRY_USER / REGISTRY_PASSWORD)."""
+    import bcrypt
+
+    hashed = bcrypt.hashpw(REGISTRY_PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
+    address, service = _start_registry(
+        tmp_path_factory.mktemp("auth-registry"), f"{REGISTRY_USER}:{hashed}\n"
+    )
+    yield address
     stop(service.process)

@@ -178,3 +178,40 @@ def test_a_missing_model_fails_before_building(
     assert done.returncode == 2, done.output
     assert_one_line_error(done, "no-such-model")
     assert not docker_client.images.list(name=repository), "nothing was built or pushed"
+
+
+def test_wrong_registry_credentials_fail_early_and_stay_secret(
+    docker_client: Any, auth_registry: str, mlflow_server: str, tmp_path: Path
+) -> None:
+    from tests.conftest import (
+        REGISTRY_PASSWORD,
+        REGISTRY_USER,
+        assert_one_line_error,
+        clean_env,
+        run_cli,
+    )
+
+    wrong = REGISTRY_PASSWORD[::-1]
+    summary = tmp_path / "summary"
+    summary.write_text("")
+    env = clean_env(
+        tmp_path,
+        MLFLOW_TRACKING_URI=mlflow_server,
+        REGISTRY_PASSWORD=wrong,
+        GITHUB_ACTIONS="true",
+        GITHUB_STEP_SUMMARY=str(summary),
+    )
+    repository = f"{auth_registry}/acme/secret"
+    args = ["build-push", "--model-uri", "models:/any@champion", "--image", repository]
+    done = run_cli([*args, "--registry-username", REGISTRY_USER], tmp_path, env)
+    assert done.returncode == 2, done.output
+    assert_one_line_error(done, f"registry {auth_registry} rejected the credentials")
+    shown = [line for line in done.output.splitlines() if not line.startswith("::add-mask::")]
+    assert not [line for line in shown if wrong in line], "the password reached the log"
+    assert wrong not in summary.read_text()
+    assert not docker_client.images.list(name=repository)
+    # A user name without any password is caught before anything runs.
+    env.pop("REGISTRY_PASSWORD")
+    no_password = run_cli([*args, "--registry-username", REGISTRY_USER], tmp_path, env)
+    assert no_password.returncode == 2
+    assert_one_line_error(no_password, "REGISTRY_PASSWORD")

@@ -906,6 +906,9 @@ def cmd_build_push(args: argparse.Namespace) -> int:
     mlflow_client, uri = _registry_client(config)
     run_context = context.detect(os.environ, Path.cwd())
     engine = image.docker_client()
+    registry_host = repository.split("/", 1)[0] if "/" in repository else "docker.io"
+    if push and username:  # before building: bad credentials should not cost a build
+        image.login(engine, registry_host, username, password)
     with tempfile.TemporaryDirectory(prefix="mlops-image-") as scratch:
         with tracking.tracking_server(uri, f"resolving the model {given}"):
             resolved = registry.resolve_candidate(mlflow_client, given)
@@ -953,9 +956,6 @@ def cmd_build_push(args: argparse.Namespace) -> int:
         print(f"smoke test passed: /ping after {smoke.seconds_to_ping:.1f} s")
     digest = ""
     if push:
-        registry_host = repository.split("/", 1)[0] if "/" in repository else "docker.io"
-        if username:
-            image.login(engine, registry_host, username, password)
         for tag in tags:
             digest = image.push(engine, repository, tag)
     outputs = {
