@@ -122,3 +122,17 @@ def test_no_builder_names_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no Docker CLI here can build with BuildKit") as error:
         image.find_builder(["docker"], {"PATH": str(tmp_path)})
     assert "buildx" in error.value.hint
+
+
+@pytest.mark.parametrize(
+    ("repository", "host"),
+    [
+        ("ghcr.io/acme/iris", "ghcr.io"),
+        ("127.0.0.1:5000/acme/iris", "127.0.0.1:5000"),
+        ("localhost/iris", "localhost"),
+        ("acme/iris", "docker.io"),
+        ("iris", "docker.io"),
+    ],
+)
+def test_registry_of(repository: str, host: str) -> None:
+    assert image.registry_of(repository) == host

@@ -906,7 +906,7 @@ def cmd_build_push(args: argparse.Namespace) -> int:
     mlflow_client, uri = _registry_client(config)
     run_context = context.detect(os.environ, Path.cwd())
     engine = image.docker_client()
-    registry_host = repository.split("/", 1)[0] if "/" in repository else "docker.io"
+    registry_host = image.registry_of(repository)
     if push and username:  # before building: bad credentials should not cost a build
         image.login(engine, registry_host, username, password)
     with tempfile.TemporaryDirectory(prefix="mlops-image-") as scratch:

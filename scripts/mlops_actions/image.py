@@ -379,6 +379,14 @@ def _post(url: str, body: bytes) -> tuple[int, str]:
 # ----------------------------------------------------------------------------- push
 
 
+def registry_of(repository: str) -> str:
+    """The registry host of a repository: `ghcr.io/acme/x` → ghcr.io, `acme/x` → docker.io."""
+    first, _, rest = repository.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
 def login(client: Any, registry: str, username: str, password: str) -> None:
     from docker.errors import APIError
 
