@@ -72,6 +72,11 @@ def test_context_from_a_real_model(iris_model: Path, tmp_path: Path) -> None:
     assert (context / "mlserving" / "mlops_actions" / "serving" / "app.py").is_file()
     assert not list((context / "mlserving").rglob("__pycache__"))
     assert (context / "model" / "MLmodel").is_file()
+    # Start-up imports, the flavor's included, get their bytecode built into the image.
+    warmup = (context / "warmup.py").read_text()
+    assert "'mlflow.sklearn'" in warmup
+    assert "'mlflow.pyfunc.scoring_server'" in warmup
+    compile(warmup, "warmup.py", "exec")
     # Only the serving package goes in, not the rest of the suite.
     assert sorted(p.name for p in (context / "mlserving" / "mlops_actions").iterdir()) == [
         "__init__.py",
