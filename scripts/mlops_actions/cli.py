@@ -121,9 +121,12 @@ PROMOTE_OPTIONS = (
     ),
     Option("github-token", "GitHub token for the dispatch (default: GITHUB_TOKEN)"),
 )
-ROLLBACK_OPTIONS = (
+ALIAS_OPTIONS = (
     Option("model-name", "registered model name", "model.name"),
-    Option("alias", "alias to move back (default: champion)", "promote.alias"),
+    Option("alias", "the alias (default: champion)", "promote.alias"),
+)
+ROLLBACK_OPTIONS = (
+    *ALIAS_OPTIONS,
     Option("to-version", "version to restore (default: the previous holder)"),
     Option(
         "dispatch-event", "repository_dispatch event type after a move", "promote.dispatch_event"
@@ -770,9 +773,7 @@ def run_promote(config: Config, given: str, args: argparse.Namespace) -> int:
     from . import context, promote, registry, tracking
     from .errors import EXIT_REJECTED, MlopsError
 
-    model_name = _model_name(config)
-    alias = str(config.get("promote.alias"))
-    mlflow_client, uri = _registry_client(config)
+    model_name, alias, mlflow_client, uri = _alias_scope(config)
     with tracking.tracking_server(uri, f"resolving the candidate {given or '(none)'}"):
         candidate = registry.resolve_candidate(mlflow_client, given)
         tags = dict(mlflow_client.get_run(candidate.run_id).data.tags) if candidate.run_id else {}
@@ -810,45 +811,30 @@ def run_promote(config: Config, given: str, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _alias_scope(config: Config) -> tuple[str, str, Any, str]:
+    """Model name, alias, registry client and tracking URI of an alias-moving verb."""
+    mlflow_client, uri = _registry_client(config)
+    return _model_name(config), str(config.get("promote.alias")), mlflow_client, uri
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from . import context, promote, registry, tracking
-    from .errors import ConfigError
+    from . import context, promote, tracking
 
     config = load_config(args, (*MLFLOW_OPTIONS, *ROLLBACK_OPTIONS))
-    model_name = _model_name(config)
-    alias = str(config.get("promote.alias"))
-    mlflow_client, uri = _registry_client(config)
+    model_name, alias, mlflow_client, uri = _alias_scope(config)
     run_context = context.detect(os.environ, Path.cwd())
     with tracking.tracking_server(uri, f"rolling back {model_name}@{alias}"):
-        holder = registry.alias_holder(mlflow_client, model_name, alias)
-        if holder is None:
-            raise ConfigError(f"{model_name}@{alias} points at no version: nothing to roll back")
-        history = promote.history_of(mlflow_client, model_name, alias)
-        target = _value(args, "to-version") or promote.rollback_target(history, holder.version)
-        version = registry.version_ref(mlflow_client.get_model_version(model_name, target))
-        result = promote.move_alias(
+        result = promote.rollback(
             mlflow_client,
             model_name=model_name,
             alias=alias,
-            find=lambda: version,
-            expected=holder.version,
-            reason="rollback",
+            to_version=_value(args, "to-version"),
             provenance=promote.Provenance(
                 workflow_run=run_context.run_url, commit=run_context.commit, actor=run_context.actor
             ),
             history_limit=int(config.get("promote.history_limit")),
             lock_wait_seconds=float(config.get("promote.lock_wait_seconds")),
         )
-        if result.changed:
-            mlflow_client.update_model_version(
-                model_name,
-                version.version,
-                description=promote.describe(
-                    alias,
-                    promote.Provenance(workflow_run=run_context.run_url, commit=run_context.commit),
-                    "rollback",
-                ),
-            )
     _after_move(config, args, result, "rollback")
     return EXIT_OK
 
@@ -856,10 +842,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_registry_history(args: argparse.Namespace) -> int:
     from . import promote, tracking
 
-    config = load_config(args, (*MLFLOW_OPTIONS, *ROLLBACK_OPTIONS[:2]))
-    model_name = _model_name(config)
-    alias = str(config.get("promote.alias"))
-    mlflow_client, uri = _registry_client(config)
+    model_name, alias, mlflow_client, uri = _alias_scope(
+        load_config(args, (*MLFLOW_OPTIONS, *ALIAS_OPTIONS))
+    )
     with tracking.tracking_server(uri, f"reading the history of {model_name}@{alias}"):
         moves = promote.history_of(mlflow_client, model_name, alias)
     if args.json:
@@ -878,10 +863,9 @@ def cmd_registry_history(args: argparse.Namespace) -> int:
 def cmd_registry_unlock(args: argparse.Namespace) -> int:
     from . import promote, tracking
 
-    config = load_config(args, (*MLFLOW_OPTIONS, *ROLLBACK_OPTIONS[:2]))
-    model_name = _model_name(config)
-    alias = str(config.get("promote.alias"))
-    mlflow_client, uri = _registry_client(config)
+    model_name, alias, mlflow_client, uri = _alias_scope(
+        load_config(args, (*MLFLOW_OPTIONS, *ALIAS_OPTIONS))
+    )
     name = promote.lock_name(model_name, alias)
     with tracking.tracking_server(uri, f"removing the lock {name}"):
         promote.delete_lock(mlflow_client, name)
@@ -1095,11 +1079,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="registry_verb", required=True, metavar="ACTION"
     )
     history = registry_verbs.add_parser("history", help="the moves of an alias, oldest first")
-    _add_options(history, (CONFIG_OPTION, *MLFLOW_OPTIONS, *ROLLBACK_OPTIONS[:2]))
+    _add_options(history, (CONFIG_OPTION, *MLFLOW_OPTIONS, *ALIAS_OPTIONS))
     history.add_argument("--json", action="store_true", help="print JSON")
     history.set_defaults(handler=cmd_registry_history)
     unlock = registry_verbs.add_parser("unlock", help="remove a lock a crashed promotion left")
-    _add_options(unlock, (CONFIG_OPTION, *MLFLOW_OPTIONS, *ROLLBACK_OPTIONS[:2]))
+    _add_options(unlock, (CONFIG_OPTION, *MLFLOW_OPTIONS, *ALIAS_OPTIONS))
     unlock.set_defaults(handler=cmd_registry_unlock)
     verb(
         "run",

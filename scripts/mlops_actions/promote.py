@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .errors import EXIT_CONFLICT, ConfigError, MlopsError
-from .registry import Candidate, VersionRef, version_ref
+from .registry import Candidate, VersionRef, alias_holder, version_ref
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -509,6 +509,40 @@ def promote(
                 client.set_model_version_tag(model_name, result.version, key, value)
         client.update_model_version(
             model_name, result.version, description=describe(alias, provenance, "promote")
+        )
+    return result
+
+
+def rollback(
+    client: MlflowClient,
+    *,
+    model_name: str,
+    alias: str,
+    to_version: str,
+    provenance: Provenance,
+    history_limit: int = 50,
+    lock_wait_seconds: float = 120,
+) -> MoveResult:
+    """Move the alias back to its previous holder (or `to_version`), and say so on the version."""
+    holder = alias_holder(client, model_name, alias)
+    if holder is None:
+        raise ConfigError(f"{model_name}@{alias} points at no version: nothing to roll back")
+    target = to_version or rollback_target(history_of(client, model_name, alias), holder.version)
+    version = version_ref(client.get_model_version(model_name, target))
+    result = move_alias(
+        client,
+        model_name=model_name,
+        alias=alias,
+        find=lambda: version,
+        expected=holder.version,
+        reason="rollback",
+        provenance=provenance,
+        history_limit=history_limit,
+        lock_wait_seconds=lock_wait_seconds,
+    )
+    if result.changed:
+        client.update_model_version(
+            model_name, version.version, description=describe(alias, provenance, "rollback")
         )
     return result
 
