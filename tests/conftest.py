@@ -264,6 +264,18 @@ def github() -> Iterator[FakeGitHub]:
     server.shutdown()
 
 
+def save_iris_model(path: Path, c: float = 1.0, example_rows: int = 2) -> Path:
+    """A real scikit-learn Iris model saved in MLflow format, with a serving input example."""
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = load_iris(return_X_y=True, as_frame=True)
+    model = LogisticRegression(C=c, max_iter=300).fit(features, target)
+    mlflow.sklearn.save_model(model, str(path), input_example=features.head(example_rows))
+    return path
+
+
 def copy_example(destination: Path) -> Path:
     """A fresh copy of the example project in its own git repository, data not pulled."""
     project = destination / "iris"

@@ -14,19 +14,9 @@ from typing import Any
 import pytest
 
 from mlops_actions import image
+from tests.conftest import save_iris_model
 
 CA_BUNDLE = os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().cafile or ""
-
-
-def save_iris(path: Path, c: float) -> Path:
-    import mlflow.sklearn
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    features, target = load_iris(return_X_y=True, as_frame=True)
-    model = LogisticRegression(C=c, max_iter=300).fit(features, target)
-    mlflow.sklearn.save_model(model, str(path), input_example=features.head(2))
-    return path
 
 
 def build_model_image(
@@ -55,7 +45,7 @@ def test_build_smoke_push_pull_by_digest(
 ) -> None:
     repository = f"{registry}/acme/iris-serving"
     first_id, first = build_model_image(
-        save_iris(tmp_path / "v1", 1.0), "1", f"{repository}:1", base_image, tmp_path
+        save_iris_model(tmp_path / "v1", 1.0), "1", f"{repository}:1", base_image, tmp_path
     )
     config = docker_client.images.get(first_id).attrs["Config"]
     assert config["Labels"]["io.mlops-actions.model.version"] == "1"
@@ -76,7 +66,7 @@ def test_build_smoke_push_pull_by_digest(
 
     # A new model version with the same requirements: every layer but the model's is reused.
     second_id, _ = build_model_image(
-        save_iris(tmp_path / "v2", 0.5), "2", f"{repository}:2", base_image, tmp_path
+        save_iris_model(tmp_path / "v2", 0.5), "2", f"{repository}:2", base_image, tmp_path
     )
     before, after = layers(docker_client, first_id), layers(docker_client, second_id)
     assert len(before) == len(after)
@@ -101,7 +91,7 @@ def test_unreachable_registry_fails_without_a_digest(
 def test_a_bad_requirement_fails_the_build_with_its_reason(
     docker_client: Any, base_image: str, tmp_path: Path
 ) -> None:
-    model = save_iris(tmp_path / "model", 1.0)
+    model = save_iris_model(tmp_path / "model", 1.0)
     requirements = model / "requirements.txt"
     requirements.write_text(requirements.read_text() + "\nno-such-package-mlops-actions==0.0.1\n")
     with pytest.raises(image.BuildFailed) as error:

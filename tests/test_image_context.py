@@ -11,6 +11,7 @@ import pytest
 
 from mlops_actions import image
 from mlops_actions.errors import ConfigError
+from tests.conftest import save_iris_model
 
 
 def test_mlflow_becomes_skinny_and_everything_else_stays() -> None:
@@ -44,15 +45,7 @@ def test_layers_go_from_base_to_model() -> None:
 
 @pytest.fixture(scope="module")
 def iris_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import mlflow.sklearn
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    features, target = load_iris(return_X_y=True, as_frame=True)
-    path = tmp_path_factory.mktemp("iris") / "model"
-    model = LogisticRegression(max_iter=300).fit(features, target)
-    mlflow.sklearn.save_model(model, str(path), input_example=features.head(2))
-    return path
+    return save_iris_model(tmp_path_factory.mktemp("iris") / "model", example_rows=2)
 
 
 def test_context_from_a_real_model(iris_model: Path, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, service_unavailable, wait_http
+from tests.conftest import ROOT, free_port, save_iris_model, service_unavailable, wait_http
 
 SLOW_MODEL = """
 import time
@@ -36,15 +36,7 @@ mlflow.models.set_model(Slow())
 
 @pytest.fixture(scope="module")
 def iris_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import mlflow.sklearn
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    features, target = load_iris(return_X_y=True, as_frame=True)
-    path = tmp_path_factory.mktemp("iris") / "model"
-    model = LogisticRegression(max_iter=300).fit(features, target)
-    mlflow.sklearn.save_model(model, str(path), input_example=features.head(3))
-    return path
+    return save_iris_model(tmp_path_factory.mktemp("iris") / "model", example_rows=3)
 
 
 @pytest.fixture(scope="module")
