@@ -85,7 +85,7 @@ def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
         (
             "surprise: 1\n",
             r"\$\.surprise: unknown key; allowed here: "
-            r"data, gate, image, mlflow, model, promote, train",
+            r"data, gate, image, mlflow, model, monitoring, promote, train",
         ),
     ],
 )

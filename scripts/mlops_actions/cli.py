@@ -7,21 +7,25 @@ composite actions only map inputs to environment variables and exec this command
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import os
 import sys
+import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, gha
+from . import __version__, gha, monitor
 from .config import CONFIG_FILE_NAME, Config, resolve
 from .errors import EXIT_INTERNAL, EXIT_OK, MlopsError
 
 if TYPE_CHECKING:
     from .data import PullResult
+    from .monitor import PushResult, Sample, Target
     from .train import TrainResult
 
 
@@ -150,6 +154,32 @@ IMAGE_OPTIONS = (
 )
 
 
+MONITORING_OPTIONS = (
+    Option(
+        "pushgateway-url",
+        "Pushgateway URL (default: MLOPS_PUSHGATEWAY_URL, then monitoring.pushgateway_url)",
+        "monitoring.pushgateway_url",
+    ),
+    Option("job", "job label (default: mlops-actions)", "monitoring.job"),
+    Option(
+        "pipeline",
+        "pipeline label (default: model.name, else the repository name)",
+        "monitoring.pipeline",
+    ),
+    Option("timeout-seconds", "push timeout in seconds (default: 5)", "monitoring.timeout_seconds"),
+    Option("model-name", "registered model name (the default pipeline label)", "model.name"),
+)
+PUSH_OPTIONS = (
+    Option("stage", "stage label, e.g. deploy"),
+    Option("status", "success | failure | cancelled (or give exit-code)"),
+    Option("exit-code", "the stage's exit code (or give status)"),
+    Option("duration-seconds", "the stage's wall time in seconds"),
+    Option("metrics", "extra gauges: name=value lines (the action input; --metric on the CLI)"),
+    Option("metrics-file", "extra gauges from a JSON object file: {name: number}"),
+    *MONITORING_OPTIONS,
+)
+
+
 def _unique(*groups: Sequence[Option]) -> tuple[Option, ...]:
     """Options of several verbs, each name once (the first definition wins)."""
     seen: dict[str, Option] = {}
@@ -245,6 +275,7 @@ def cmd_dvc_pull(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     result = _pull_data(config)
+    _observe_pull(result)
     emit(
         {
             "files-fetched": str(result.files_fetched),
@@ -313,7 +344,9 @@ def run_train(config: Config, data_fingerprint: str) -> TrainResult:
     }
     tags = {k: v for k, v in tags.items() if v}
     with gha.group(f"train: {source}"):
+        started = time.monotonic()
         result = train_core.run_training(request, tags)
+    _observe(monitor.train_samples(time.monotonic() - started))
     emit(
         {
             "run-id": result.run_id,
@@ -357,16 +390,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     from . import data
 
     config = load_config(args, RUN_OPTIONS)
+
+    def settings() -> Config:
+        return config
+
     fingerprint = ""
     if data.in_repository(Path(config.get("data.repo", "."))):
         print("stage 1/4: dvc-pull", file=sys.stderr)
-        pulled = _pull_data(config)
+        with monitored("dvc-pull", settings):
+            pulled = _pull_data(config)
+            _observe_pull(pulled)
         print(f"pulled {pulled.files_fetched} file(s) from '{pulled.remote}'", file=sys.stderr)
         fingerprint = pulled.fingerprint
     else:
         print("stage 1/4: dvc-pull skipped (not a DVC repository)", file=sys.stderr)
     print("stage 2/4: train", file=sys.stderr)
-    trained = run_train(config, fingerprint)
+    with monitored("train", settings):
+        trained = run_train(config, fingerprint)
     if not (config.get("gate.rules") and config.get("model.name")):
         print(
             "stages 3-4/4: evaluate and promote skipped (no gate.rules or model.name)",
@@ -374,11 +414,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     print("stage 3/4: evaluate", file=sys.stderr)
-    gated = run_gate(config, trained.run_id, args)
-    if gated != EXIT_OK:
-        return gated
+    with monitored("evaluate", settings) as stage:
+        stage.exit_code = run_gate(config, trained.run_id, args)
+    if stage.exit_code != EXIT_OK:
+        return stage.exit_code
     print(f"stage 4/4: promote to @{config.get('promote.alias')}", file=sys.stderr)
-    return run_promote(config, trained.run_id, args)
+    with monitored("promote", settings) as stage:
+        stage.exit_code = run_promote(config, trained.run_id, args)
+    return stage.exit_code
 
 
 def _gate_files(model_name: str) -> tuple[Path, Path]:
@@ -479,6 +522,7 @@ def run_gate(config: Config, candidate: str, args: argparse.Namespace) -> int:
         first_model_policy=config.get("gate.first_model"),
         advisory=bool(config.get("gate.advisory")),
     )
+    _observe(monitor.gate_samples(decision, time.time()))
     run_context = context.detect(os.environ, cwd)
     champion = assessed.champion
 
@@ -737,6 +781,7 @@ def _after_move(config: Config, args: argparse.Namespace, result: Any, reason: s
     """Outputs, summary, and the optional repository_dispatch that starts a deployment."""
     from . import context, github_report, report
 
+    _observe(monitor.move_samples(result, time.time()))
     outputs = _move_outputs(result)
     emit(outputs)
     gha.add_summary(report.move_summary(result, reason))
@@ -951,6 +996,7 @@ def cmd_build_push(args: argparse.Namespace) -> int:
         "model-version": version,
     }
     emit(outputs)
+    _observe(monitor.image_samples(int(outputs["size-bytes"]), version))
     gha.add_summary(report.image_summary(outputs, facts, smoke, pushed=bool(digest)))
     return EXIT_OK
 
@@ -1013,6 +1059,271 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 def cmd_config_show(args: argparse.Namespace) -> int:
     print(load_config(args, RUN_OPTIONS).render(), end="")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- monitoring
+
+# Verbs that push their outcome when monitoring.pushgateway_url is set (`run` pushes each stage).
+MONITORED_VERBS = frozenset({"dvc-pull", "train", "evaluate", "promote", "rollback", "build-push"})
+
+
+@dataclass
+class StageRun:
+    """The stage running now: what it reports for the Pushgateway, and how it ended."""
+
+    name: str
+    samples: list[Sample] = field(default_factory=list)
+    exit_code: int = EXIT_OK
+
+
+_current_stage: contextvars.ContextVar[StageRun | None] = contextvars.ContextVar(
+    "mlops_stage", default=None
+)
+# Gateways that failed once in this process: later stages of `run` do not wait for them again,
+# so a pipeline with the gateway down prints one warning.
+_unreachable: set[str] = set()
+
+
+def _observe(samples: Iterable[Sample]) -> None:
+    """Add a verb's own gauges to the stage being monitored (a no-op outside one)."""
+    stage = _current_stage.get()
+    if stage is not None:
+        stage.samples.extend(samples)
+
+
+def _observe_pull(result: PullResult) -> None:
+    _observe(monitor.pull_samples(result.files_fetched, result.bytes_fetched))
+
+
+@contextmanager
+def monitored(stage: str, settings: Callable[[], Config | None]) -> Iterator[StageRun]:
+    """Time the stage and push its outcome when it ends, whether it returns or raises.
+
+    The body sets `exit_code` when it returns one instead of raising (the gate's rejection).
+    `settings` gives the config after the stage, so a verb loads it only once itself.
+    """
+    run = StageRun(stage)
+    token = _current_stage.set(run)
+    started = time.monotonic()
+    try:
+        yield run
+    except MlopsError as error:
+        run.exit_code = error.exit_code
+        raise
+    except KeyboardInterrupt:
+        run.exit_code = 130
+        raise
+    except Exception:
+        run.exit_code = EXIT_INTERNAL
+        raise
+    finally:
+        _current_stage.reset(token)
+        duration = time.monotonic() - started
+        _push_stage(run, duration, settings)
+
+
+def _push_stage(run: StageRun, duration: float, settings: Callable[[], Config | None]) -> None:
+    """Best effort: a failed push, or a bug in it, is one warning; the stage's result stands."""
+    try:
+        config = settings()
+        target = _monitoring_target(config) if config is not None else None
+        if target is None:
+            return
+        if target.shown_url in _unreachable:
+            print(
+                f"metrics of stage '{run.name}' not pushed: {target.shown_url} failed earlier",
+                file=sys.stderr,
+            )
+            return
+        samples = [*monitor.stage_samples(run.exit_code, duration, time.time()), *run.samples]
+        _report_push(target, run.name, samples, monitor.push(target, run.name, samples))
+    except Exception as error:  # monitoring never fails a stage, not even through a bug
+        gha.annotate(
+            "warning",
+            f"metrics of stage '{run.name}' not pushed: internal error {error!r} "
+            "(a bug in mlops-actions; please report it)",
+            title="push-metrics",
+        )
+
+
+def _report_push(target: Target, stage: str, samples: Sequence[Sample], result: PushResult) -> None:
+    if result.pushed:
+        print(
+            f"pushed {len(samples)} metrics of stage '{stage}' to {result.url} "
+            f"(job={target.job}, pipeline={target.pipeline})",
+            file=sys.stderr,
+        )
+        return
+    _unreachable.add(result.url)
+    gha.annotate(
+        "warning",
+        f"metrics of stage '{stage}' not pushed to {result.url}: {result.error}. "
+        f"Fix: {result.hint}. The pipeline goes on without them",
+        title="push-metrics",
+    )
+
+
+def _monitoring_config(args: argparse.Namespace) -> Config | None:
+    """The config for the hook; the environment alone if the file is what made the verb fail."""
+    from .config import resolve
+
+    try:
+        return load_config(args, MONITORING_OPTIONS)
+    except MlopsError:
+        pass
+    try:
+        return resolve(config_path=None, environ=os.environ)
+    except MlopsError:
+        return None
+
+
+def _monitoring_target(config: Config) -> Target | None:
+    """Where to push, or None when monitoring is off. Secrets are masked here."""
+    url = str(config.get("monitoring.pushgateway_url") or "")
+    if not url:
+        return None
+    repository = os.environ.get("GITHUB_REPOSITORY", "")
+    pipeline = (
+        config.get("monitoring.pipeline")
+        or config.get("model.name")
+        or (repository.rsplit("/", 1)[-1] if repository else Path.cwd().name)
+    )
+    target = monitor.Target(
+        url=url,
+        job=str(config.get("monitoring.job")),
+        pipeline=str(pipeline),
+        timeout_seconds=float(config.get("monitoring.timeout_seconds")),
+        username=os.environ.get("MLOPS_PUSHGATEWAY_USERNAME", "").strip(),
+        password=os.environ.get("MLOPS_PUSHGATEWAY_PASSWORD", ""),
+        token=os.environ.get("MLOPS_PUSHGATEWAY_TOKEN", "").strip(),
+    )
+    for secret in (target.password, target.token):
+        gha.mask(secret)
+    return target
+
+
+def _mask_url_credentials() -> None:
+    """A password written into a Pushgateway URL stays out of every log, error messages too."""
+    from urllib.parse import urlsplit
+
+    for raw in (os.environ.get("MLOPS_PUSHGATEWAY_URL", ""), gha.input_value("pushgateway-url")):
+        try:
+            password = urlsplit(raw.strip()).password
+        except ValueError:
+            continue
+        if password:
+            gha.mask(password)
+
+
+def _where(args: argparse.Namespace, name: str) -> str:
+    """How the user gave a value: the flag on the command line, else the action input."""
+    given = getattr(args, name.replace("-", "_"), None) is not None
+    return f"--{name}" if given else f"input '{name}'"
+
+
+def _stage_of(args: argparse.Namespace) -> str | None:
+    """The stage a verb reports as, or None (push-metrics, config, `run` itself, --plan)."""
+    verb = str(args.verb)
+    if verb not in MONITORED_VERBS or getattr(args, "plan", False):
+        return None
+    return verb
+
+
+def _push_metric_samples(args: argparse.Namespace) -> list[Sample]:
+    """--metric name=value (or the metrics input's lines) and --metrics-file, validated."""
+    from .errors import ConfigError
+
+    samples = [monitor.parse_assignment(text, f"--metric {text!r}") for text in args.metric or ()]
+    for line in _value(args, "metrics").splitlines():
+        if line.strip():
+            samples.append(monitor.parse_assignment(line.strip(), _where(args, "metrics")))
+    path_text = _value(args, "metrics-file")
+    if path_text:
+        where = _where(args, "metrics-file")
+        try:
+            document = json.loads(Path(path_text).read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ConfigError(f"{where}: cannot read {path_text}: {error.strerror}") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{where}: {path_text} is not valid JSON: {error.msg}") from None
+        if not isinstance(document, dict):
+            raise ConfigError(f"{where}: {path_text} must hold a JSON object of name: number")
+        samples.extend(monitor.custom_sample(str(k), v, where) for k, v in document.items())
+    return samples
+
+
+def _exit_code_of(args: argparse.Namespace) -> int:
+    """The stage's exit code from --exit-code, else from --status."""
+    from .errors import ConfigError
+
+    status, code_text = _value(args, "status").lower(), _value(args, "exit-code")
+    by_status = {"success": 0, "failure": 1, "cancelled": 130}
+    if status and status not in by_status:
+        raise ConfigError(
+            f"{_where(args, 'status')} must be success, failure or cancelled, got {status!r}",
+            "pass the stage's steps.<id>.outcome or job.status",
+        )
+    if code_text:
+        try:
+            code = int(code_text)
+        except ValueError:
+            raise ConfigError(
+                f"{_where(args, 'exit-code')} must be a whole number, got {code_text!r}"
+            ) from None
+        if status and (code == 0) != (status == "success"):
+            raise ConfigError(f"status {status!r} contradicts exit-code {code}", "give only one")
+        return code
+    if not status:
+        raise ConfigError(
+            "neither status nor exit-code is set", "e.g. status: ${{ steps.<id>.outcome }}"
+        )
+    return by_status[status]
+
+
+def _duration_of(args: argparse.Namespace) -> float | None:
+    from .errors import ConfigError
+
+    text = _value(args, "duration-seconds")
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(
+            f"{_where(args, 'duration-seconds')} must be a number of seconds, got {text!r}"
+        )
+    return seconds
+
+
+def cmd_push_metrics(args: argparse.Namespace) -> int:
+    """Push one stage's outcome (a stage this suite does not run) with extra gauges."""
+    from .errors import ConfigError
+
+    stage = _value(args, "stage")
+    if not stage:
+        raise ConfigError(f"{_where(args, 'stage')} is empty", "name the stage, e.g. deploy")
+    monitor.check_stage(stage, _where(args, "stage"))
+    exit_code = _exit_code_of(args)
+    duration = _duration_of(args)
+    extra = _push_metric_samples(args)
+    target = _monitoring_target(load_config(args, MONITORING_OPTIONS))
+    if target is None:
+        gha.annotate(
+            "warning",
+            "no Pushgateway URL: nothing pushed. Fix: set the pushgateway-url input, "
+            "MLOPS_PUSHGATEWAY_URL or monitoring.pushgateway_url",
+            title="push-metrics",
+        )
+        emit({"pushed": "false"})
+        return EXIT_OK
+    samples = [*monitor.stage_samples(exit_code, duration, time.time()), *extra]
+    result = monitor.push(target, stage, samples)
+    _report_push(target, stage, samples, result)
+    emit({"pushed": "true" if result.pushed else "false"})
+    gha.add_summary(monitor.summary(target, stage, samples, result))
     return EXIT_OK
 
 
@@ -1085,6 +1396,18 @@ def build_parser() -> argparse.ArgumentParser:
     unlock = registry_verbs.add_parser("unlock", help="remove a lock a crashed promotion left")
     _add_options(unlock, (CONFIG_OPTION, *MLFLOW_OPTIONS, *ALIAS_OPTIONS))
     unlock.set_defaults(handler=cmd_registry_unlock)
+    pushing = verb(
+        "push-metrics",
+        cmd_push_metrics,
+        "push a stage's outcome and extra gauges to a Prometheus Pushgateway",
+        PUSH_OPTIONS,
+    )
+    pushing.add_argument(
+        "--metric",
+        action="append",
+        metavar="NAME=VALUE",
+        help="an extra gauge; repeat for several",
+    )
     verb(
         "run",
         cmd_run,
@@ -1131,14 +1454,25 @@ def report_error(error: MlopsError) -> None:
     )
 
 
+def _run_verb(args: argparse.Namespace) -> int:
+    """The verb's handler, monitored as a stage when it is one."""
+    stage = _stage_of(args)
+    if stage is None:
+        code: int = args.handler(args)
+        return code
+    with monitored(stage, lambda: _monitoring_config(args)) as run:
+        run.exit_code = args.handler(args)
+    return run.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     gha.mask_secret_environment()
+    _mask_url_credentials()
     parser = build_parser()
     args = parser.parse_args(argv)
     _prepare_environment(str(args.verb))
     try:
-        code: int = args.handler(args)
-        return code
+        return _run_verb(args)
     except MlopsError as error:
         report_error(error)
         return error.exit_code

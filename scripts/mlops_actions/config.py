@@ -33,6 +33,7 @@ ENVIRONMENT_ALIASES: dict[str, str] = {
     "mlflow.tracking_uri": "MLFLOW_TRACKING_URI",
     "mlflow.registry_uri": "MLFLOW_REGISTRY_URI",
     "mlflow.experiment": "MLFLOW_EXPERIMENT_NAME",
+    "monitoring.pushgateway_url": "MLOPS_PUSHGATEWAY_URL",
 }
 
 # Keys that replace each other: a layer that sets one hides the other from lower layers, so
@@ -53,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "report": {"pr_comment": True, "check_run": True},
     },
     "image": {"push": True, "smoke_test": True, "tags": []},
+    "monitoring": {"job": "mlops-actions", "timeout_seconds": 5},
     "promote": {
         "alias": "champion",
         "require_gate": True,
