@@ -1,6 +1,11 @@
 """Prometheus and the Pushgateway (Debian's `prometheus`, `prometheus-pushgateway`) on loopback.
 
-Import the fixtures you need into a test module (pytest finds fixtures by name there):
+Load them as a plugin in a test module (ruff stays quiet, asserts here are rewritten):
+
+    pytest_plugins = ["tests.prom_services"]
+
+or import the fixtures you need by name (pytest finds fixtures by name in the module; ruff
+then wants `# noqa: F401` on the import and F811 on every test that uses one):
 
     from tests.prom_services import pushgateway, prometheus_factory  # noqa: F401
 
@@ -13,11 +18,12 @@ Fixtures (each test gets fresh servers; only the processes they start are stoppe
   -> the one matching value or None; `.groups()` -> /api/v1/metrics; `.wipe()`; `.stop()`,
   `.start()`, `.running`.
 - `auth_pushgateway` -> `Pushgateway` with basic authentication through its own
-  `--web.config.file` (bcrypt): user `PUSHGATEWAY_USER`, password `PUSHGATEWAY_PASSWORD`. The
-  object reads its metrics with those credentials.
+  `--web.config.file` (bcrypt): `.username` / `.password` (PUSHGATEWAY_USER,
+  PUSHGATEWAY_PASSWORD). The object reads its metrics with those credentials.
 - `bearer_pushgateway` -> `Pushgateway` reached through a small reverse proxy that accepts only
-  `Authorization: Bearer PUSHGATEWAY_TOKEN` (the Pushgateway has no bearer tokens of its own;
-  in production a proxy such as nginx does this). `.url` is the proxy's.
+  `Authorization: Bearer <.token>` (PUSHGATEWAY_TOKEN; the Pushgateway has no bearer tokens of
+  its own, in production a proxy such as nginx does this). `.url` is the proxy's,
+  `.direct_url` the Pushgateway's own.
 - `prometheus_factory(scrape_configs=(), rule_files=(), pushgateway=None, config=None)` ->
   `Prometheus`: starts a real Prometheus on a free port with `scrape_interval` and
   `evaluation_interval` 1s and its storage in a temporary directory. `pushgateway=<url>` adds a
@@ -83,6 +89,9 @@ class Pushgateway:
     web_config: Path | None = None
     headers: dict[str, str] = field(default_factory=dict)  # for reading it back
     url: str = ""
+    username: str = ""  # what a client must send, when authentication is on
+    password: str = ""
+    token: str = ""
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -194,7 +203,11 @@ def auth_pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushg
     web_config.write_text(json.dumps({"basic_auth_users": {PUSHGATEWAY_USER: hashed}}))
     credentials = base64.b64encode(f"{PUSHGATEWAY_USER}:{PUSHGATEWAY_PASSWORD}".encode()).decode()
     gateway = _new_pushgateway(
-        workdir, web_config, headers={"Authorization": f"Basic {credentials}"}
+        workdir,
+        web_config,
+        headers={"Authorization": f"Basic {credentials}"},
+        username=PUSHGATEWAY_USER,
+        password=PUSHGATEWAY_PASSWORD,
     )
     yield gateway
     gateway.stop()
@@ -243,7 +256,9 @@ def _bearer_proxy(upstream: str, token: str) -> ThreadingHTTPServer:
 @pytest.fixture
 def bearer_pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgateway]:
     """A real Pushgateway behind a reverse proxy that wants a bearer token."""
-    gateway = _new_pushgateway(tmp_path_factory.mktemp("bearer-pushgateway"))
+    gateway = _new_pushgateway(
+        tmp_path_factory.mktemp("bearer-pushgateway"), token=PUSHGATEWAY_TOKEN
+    )
     proxy = _bearer_proxy(gateway.direct_url, PUSHGATEWAY_TOKEN)
     gateway.url = f"http://127.0.0.1:{proxy.server_address[1]}"
     yield gateway

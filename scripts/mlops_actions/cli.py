@@ -1203,11 +1203,11 @@ def _monitoring_target(config: Config) -> Target | None:
     return target
 
 
-def _mask_url_credentials() -> None:
-    """A password written into a Pushgateway URL stays out of every log, error messages too."""
+def _mask_url_credentials(args: argparse.Namespace) -> None:
+    """A password written into a Pushgateway URL stays out of every log."""
     from urllib.parse import urlsplit
 
-    for raw in (os.environ.get("MLOPS_PUSHGATEWAY_URL", ""), gha.input_value("pushgateway-url")):
+    for raw in (os.environ.get("MLOPS_PUSHGATEWAY_URL", ""), _value(args, "pushgateway-url")):
         try:
             password = urlsplit(raw.strip()).password
         except ValueError:
@@ -1467,9 +1467,9 @@ def _run_verb(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     gha.mask_secret_environment()
-    _mask_url_credentials()
     parser = build_parser()
     args = parser.parse_args(argv)
+    _mask_url_credentials(args)
     _prepare_environment(str(args.verb))
     try:
         return _run_verb(args)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -253,6 +254,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{path}: {error.instance!r} is not one of {', '.join(map(repr, options))}"
     if error.validator == "minLength":
         return f"{path}: must not be empty"
+    if error.validator == "pattern" and isinstance(error.instance, str):
+        if _url_password(error.instance):  # never echo a password, not even in an error
+            return f"{path}: the URL has credentials in it; pass them in the environment instead"
+        return f"{path}: {error.instance!r} does not match {error.validator_value!r}"
     branches = error.validator_value if error.validator == "anyOf" else None
     if isinstance(branches, list) and all(set(branch) == {"required"} for branch in branches):
         keys = [key for branch in branches for key in branch["required"]]
@@ -260,6 +265,13 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "not" and error.validator_value == {"required": ["command", "project"]}:
         return f"{path}: set either 'command' or 'project', not both"
     return f"{path}: {error.message}"
+
+
+def _url_password(text: str) -> str:
+    try:
+        return urlsplit(text.strip()).password or ""
+    except ValueError:
+        return ""
 
 
 def _error_location(error: jsonschema.ValidationError) -> tuple[Any, ...]:
