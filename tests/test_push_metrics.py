@@ -197,6 +197,15 @@ def test_a_gateway_that_never_answers_times_out(tmp_path: Path) -> None:
     assert f"not pushed to {url}: no answer within 1 s" in warning
 
 
+def test_a_skipped_stage_pushes_nothing(tmp_path: Path, pushgateway: Pushgateway) -> None:
+    env = clean_env(tmp_path, MLOPS_PUSHGATEWAY_URL=pushgateway.url)
+    result = push_metrics(tmp_path, env, "--stage", "deploy", "--status", "skipped")
+    assert result.returncode == 0, result.output
+    assert result.outputs()["pushed"] == "false"
+    assert "was skipped" in result.stderr
+    assert pushgateway.groups() == []
+
+
 def test_no_gateway_configured_is_a_warning(tmp_path: Path) -> None:
     result = push_metrics(tmp_path, clean_env(tmp_path), "--stage", "s", "--status", "success")
     assert result.returncode == 0

@@ -171,7 +171,7 @@ MONITORING_OPTIONS = (
 )
 PUSH_OPTIONS = (
     Option("stage", "stage label, e.g. deploy"),
-    Option("status", "success | failure | cancelled (or give exit-code)"),
+    Option("status", "success | failure | cancelled | skipped (or give exit-code)"),
     Option("exit-code", "the stage's exit code (or give status)"),
     Option("duration-seconds", "the stage's wall time in seconds"),
     Option("metrics", "extra gauges: name=value lines (the action input; --metric on the CLI)"),
@@ -1261,7 +1261,8 @@ def _exit_code_of(args: argparse.Namespace) -> int:
     by_status = {"success": 0, "failure": 1, "cancelled": 130}
     if status and status not in by_status:
         raise ConfigError(
-            f"{_where(args, 'status')} must be success, failure or cancelled, got {status!r}",
+            f"{_where(args, 'status')} must be success, failure, cancelled or skipped, "
+            f"got {status!r}",
             "pass the stage's steps.<id>.outcome or job.status",
         )
     if code_text:
@@ -1306,6 +1307,10 @@ def cmd_push_metrics(args: argparse.Namespace) -> int:
     if not stage:
         raise ConfigError(f"{_where(args, 'stage')} is empty", "name the stage, e.g. deploy")
     monitor.check_stage(stage, _where(args, "stage"))
+    if _value(args, "status").lower() == "skipped":  # steps.<id>.outcome of a skipped step
+        print(f"stage '{stage}' was skipped: nothing to push", file=sys.stderr)
+        emit({"pushed": "false"})
+        return EXIT_OK
     exit_code = _exit_code_of(args)
     duration = _duration_of(args)
     extra = _push_metric_samples(args)
