@@ -6,16 +6,39 @@ real Prometheus fed by the example pipeline and two served models."""
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tests.conftest import ROOT, service_unavailable
+from tests.conftest import (
+    ROOT,
+    clean_env,
+    free_port,
+    run_cli,
+    save_iris_model,
+    service_unavailable,
+    stop,
+    wait_http,
+)
+
+if TYPE_CHECKING:
+    from tests.prom_services import Prometheus, Pushgateway
+
+# The pushgateway and prometheus_factory fixtures.
+pytest_plugins = ["tests.prom_services"]
 
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "prometheus" / "alerts.yml"
@@ -438,3 +461,288 @@ def test_compose_stack() -> None:
     assert "pushgateway-data:/pushgateway" in services["pushgateway"]["volumes"]
     home = services["grafana"]["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home == f"/etc/grafana/dashboards/{DASHBOARD.name}"
+
+
+# ----------------------------------------------------------------------------- integration
+
+# A regressor: numeric predictions with fractions (the prediction-value histogram); a negative
+# input makes predict() raise.
+SCALED_MODEL = """
+import mlflow.pyfunc
+
+
+class Scaled(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        if (model_input["x"] < 0).any():
+            raise ValueError("x must not be negative")
+        return [float(x) * 1.5 + 0.25 for x in model_input["x"]]
+
+
+mlflow.models.set_model(Scaled())
+"""
+IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [7.7, 3.0, 6.1, 2.3]]
+
+
+@dataclass
+class ModelServer:
+    """The serving image's server (`python -m mlops_actions.serving`) as a local process."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def post(self, body: object, content_type: str = "application/json") -> int:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.url}/invocations", data=data, headers={"Content-Type": content_type}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+
+
+def start_model_server(
+    model: Path, port: int, name: str, version: str, workdir: Path
+) -> ModelServer:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "scripts"),
+        "MLSERVING_MODEL_DIR": str(model),
+        "MLSERVING_HOST": "127.0.0.1",
+        "MLSERVING_PORT": str(port),
+        "MLSERVING_MODEL_NAME": name,
+        "MLSERVING_MODEL_VERSION": version,
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = workdir / f"serving-{name}.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlops_actions.serving"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    server = ModelServer(f"http://127.0.0.1:{port}", process)
+    try:
+        wait_http(f"{server.url}/ping", process, 120, log)
+    except RuntimeError:
+        process.kill()
+        raise
+    return server
+
+
+def shipped_scrape_jobs(pushgateway: str, served: list[str]) -> list[dict[str, Any]]:
+    """monitoring/prometheus/prometheus.yml's scrape jobs, pointed at the loopback services."""
+    jobs = load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]
+    for job in jobs:
+        address = urllib.parse.urlsplit(pushgateway).netloc
+        job["static_configs"] = [{"targets": [address] if job.get("honor_labels") else served}]
+    return jobs
+
+
+def send_traffic(iris: ModelServer, scaled: ModelServer) -> None:
+    """Predictions, malformed requests, a model that raises: what a served model sees."""
+    split = {"dataframe_split": {"columns": IRIS_COLUMNS, "data": IRIS_ROWS}}
+    records = {"dataframe_records": [dict(zip(IRIS_COLUMNS, IRIS_ROWS[0], strict=True))]}
+    answers = [
+        iris.post(split),
+        iris.post(records),
+        iris.post({"bogus": 1}),
+        iris.post(b"a,b", "application/xml"),
+        scaled.post({"dataframe_split": {"columns": ["x"], "data": [[1], [2.5], [40]]}}),
+        scaled.post({"dataframe_split": {"columns": ["x"], "data": [[0.1]]}}),
+        scaled.post({"dataframe_split": {"columns": ["x"], "data": [[-1]]}}),
+    ]
+    assert answers == [200, 200, 400, 415, 200, 200, 400], answers
+
+
+def variables_in(text: str) -> set[str]:
+    return {m.group(1) or m.group(2) or m.group(3) for m in VARIABLE.finditer(text)} - set(MACROS)
+
+
+def resolve_variables(dashboard: Mapping[str, Any], prometheus: Prometheus) -> dict[str, list[str]]:
+    """Each query variable's values from Prometheus, as Grafana finds them (in order, a
+    variable's own query filled with the ones before it). A variable without values, or one
+    whose query needs such a variable, is left out."""
+    resolved: dict[str, list[str]] = {}
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", variable["query"]["query"])
+        assert match is not None, variable["name"]
+        selector, label = match.groups()
+        if not variables_in(selector) <= set(resolved):
+            continue
+        selector = substitute(selector, {k: regex_value(v) for k, v in resolved.items()})
+        values = prometheus.api(f"/api/v1/label/{label}/values", **{"match[]": selector})
+        if values:
+            resolved[variable["name"]] = sorted(values)
+    return resolved
+
+
+def panel_queries(
+    dashboard: Mapping[str, Any], resolved: Mapping[str, list[str]]
+) -> list[tuple[str, str]]:
+    """(panel title and refId, query) for every target of every panel, variables filled in
+    with all their values; a repeated panel once per value of its variable, as Grafana draws
+    it."""
+    every = {name: regex_value(values) for name, values in resolved.items()}
+    found = []
+    for panel in query_panels(dashboard):
+        copies = [(panel["title"], every)]
+        if "repeat" in panel:
+            name = panel["repeat"]
+            copies = [
+                (panel["title"].replace(f"${name}", value), {**every, name: regex_value([value])})
+                for value in resolved[name]
+            ]
+        for title, values in copies:
+            for target in panel["targets"]:
+                found.append((f"{title} {target['refId']}", substitute(target["expr"], values)))
+    return found
+
+
+def has_data(result: Any) -> bool:
+    """An instant vector with at least one number (NaN is what an empty rate() gives)."""
+    assert isinstance(result, list), result
+    return any(math.isfinite(float(series["value"][1])) for series in result)
+
+
+def by_label(result: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...], float]:
+    return {
+        tuple(series["metric"].get(label, "") for label in labels): float(series["value"][1])
+        for series in result
+    }
+
+
+def test_every_dashboard_query_returns_data_from_a_real_prometheus(
+    example: Path,
+    tmp_path: Path,
+    pushgateway: Pushgateway,
+    prometheus_factory: Callable[..., Prometheus],
+) -> None:
+    """The example pipeline pushes through the real verbs; two served models get traffic;
+    Prometheus scrapes both with the shipped scrape jobs and alert rules; then every query of
+    every panel, variables resolved as Grafana resolves them, must return numbers."""
+    from mlflow import MlflowClient
+
+    from mlops_actions import monitor
+
+    dashboard = load_dashboard()
+    ports = {"iris": free_port(), "scaled": free_port()}
+    served = [f"127.0.0.1:{port}" for port in ports.values()]
+    prometheus = prometheus_factory(
+        scrape_configs=shipped_scrape_jobs(pushgateway.url, served), rule_files=[RULES]
+    )
+
+    # The pipeline, twice (the second gate compares with a champion), then a rollback.
+    env = clean_env(tmp_path, MLOPS_PUSHGATEWAY_URL=pushgateway.url)
+    for args in (["run"], ["run"], ["rollback"]):
+        result = run_cli(args, example, env)
+        assert result.returncode == 0, result.output
+        assert "not pushed" not in result.output, result.output
+    # build-push's gauges, through the same push code (building the image is test_image's job).
+    pushed = monitor.push(
+        monitor.Target(url=pushgateway.url, job="mlops-actions", pipeline="iris-classifier"),
+        "build-push",
+        [*monitor.stage_samples(0, 95.0, time.time()), *monitor.image_samples(538_000_000, "1")],
+    )
+    assert pushed.pushed, pushed.error
+    registry = MlflowClient(f"sqlite:///{example / 'mlflow.db'}")
+    champion = str(registry.get_registered_model("iris-classifier").aliases["champion"])
+
+    # Two served models: the champion, and a regressor.
+    scaled_model = tmp_path / "scaled"
+    scaled_model.mkdir()
+    (scaled_model / "scaled.py").write_text(SCALED_MODEL)
+    import mlflow.pyfunc
+
+    mlflow.pyfunc.save_model(
+        str(scaled_model / "model"), python_model=str(scaled_model / "scaled.py")
+    )
+    servers = []
+    try:
+        iris = start_model_server(
+            save_iris_model(tmp_path / "iris-model"),
+            ports["iris"],
+            "iris-classifier",
+            champion,
+            tmp_path,
+        )
+        servers.append(iris)
+        scaled = start_model_server(
+            scaled_model / "model", ports["scaled"], "iris-scaled", "3", tmp_path
+        )
+        servers.append(scaled)
+
+        # Traffic every second until every panel has had data (rate() needs two scrapes). A
+        # scrape that overruns its 1 s timeout on a busy machine makes the target's series
+        # stale for a moment, so a panel's latest answer with data is kept.
+        wanted = [v["name"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+        results: dict[str, list[dict[str, Any]]] = {}
+        deadline = time.monotonic() + 90
+        while True:
+            send_traffic(iris, scaled)
+            resolved = resolve_variables(dashboard, prometheus)
+            missing = [name for name in wanted if name not in resolved]
+            queries = panel_queries(dashboard, resolved) if not missing else []
+            for where, expr in queries:
+                answer = prometheus.query(expr)
+                if has_data(answer):
+                    results[where] = answer
+            empty = [where for where, _expr in queries if where not in results]
+            if (queries and not empty) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert not missing, f"dashboard variables without values: {missing}"
+        assert not empty, "panels without data:\n" + "\n".join(
+            f"{where}: {expr}" for where, expr in queries if where in empty
+        )
+
+        # The data is the right data.
+        stages = by_label(results["Stage status A"], "stage")
+        assert stages == {
+            (s,): 1.0
+            for s in ("dvc-pull", "train", "evaluate", "promote", "rollback", "build-push")
+        }
+        assert pushgateway.value("mlops_model_version", stage="promote", alias="champion") == 2
+        versions = by_label(results["Version by alias A"], "pipeline", "alias")
+        assert versions == {("iris-classifier", "champion"): float(champion)}, "after rollback"
+        gate = by_label(results["Gate metric: accuracy A"], "model")
+        assert set(gate) == {("candidate",), ("champion",)}
+        in_service = by_label(results["Model version in service A"], "model_name", "model_version")
+        assert in_service == {("iris-classifier", champion): 1.0, ("iris-scaled", "3"): 1.0}
+        errors = by_label(results["Errors by type A"], "error_type")
+        assert errors[("bad_request",)] > 0
+        assert errors[("unsupported_media_type",)] > 0
+        assert errors[("timeout",)] == 0
+        for series in prometheus.query("mlops_stage_success"):
+            assert series["metric"]["job"] == "mlops-actions", series  # honor_labels
+            assert "exported_job" not in series["metric"], series
+
+        # The alert rules run on this data without errors; 3 failures in 7 requests is over 5 %.
+        rules = [
+            rule
+            for group in prometheus.api("/api/v1/rules")["groups"]
+            for rule in group["rules"]
+            if rule["type"] == "alerting"
+        ]
+        assert {rule["name"] for rule in rules} == ALERTS
+        for rule in rules:
+            assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
+        deadline = time.monotonic() + 30
+        while True:
+            alerts = {
+                a["labels"]["alertname"]: a for a in prometheus.api("/api/v1/alerts")["alerts"]
+            }
+            if "MLServingHighErrorRate" in alerts or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert alerts["MLServingHighErrorRate"]["labels"]["job"] == "mlserving"
+        assert alerts["MLServingHighErrorRate"]["state"] == "pending"  # for: 5m
+        assert set(alerts) == {"MLServingHighErrorRate"}, alerts
+    finally:
+        for server in servers:
+            stop(server.process)
