@@ -15,7 +15,7 @@ import math
 import re
 import urllib.error
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -337,7 +337,6 @@ def summary(target: Target, stage: str, samples: Sequence[Sample], result: PushR
     return f"### 📈 metrics pushed\n\n{group} to {result.url}\n\n" + "\n".join(rows) + "\n"
 
 
-def _labels(labels: Mapping[str, str] | tuple[tuple[str, str], ...]) -> str:
-    pairs = labels.items() if isinstance(labels, Mapping) else labels
-    inner = ",".join(f'{k}="{v}"' for k, v in pairs)
+def _labels(labels: tuple[tuple[str, str], ...]) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels)
     return f"{{{inner}}}" if inner else ""
