@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,8 @@ def test_context_from_a_real_model(iris_model: Path, tmp_path: Path) -> None:
     warmup = (context / "warmup.py").read_text()
     assert "'mlflow.sklearn'" in warmup
     assert "'mlflow.pyfunc.scoring_server'" in warmup
+    assert "'skops.io'" in warmup  # what loading a skops-saved scikit-learn model imports
+    assert "'sklearn.utils:all_estimators'" in warmup
     compile(warmup, "warmup.py", "exec")
     # Only the serving package goes in, not the rest of the suite.
     assert sorted(p.name for p in (context / "mlserving" / "mlops_actions").iterdir()) == [
@@ -134,3 +138,32 @@ def test_no_builder_names_the_fix(tmp_path: Path) -> None:
 )
 def test_registry_of(repository: str, host: str) -> None:
     assert image.registry_of(repository) == host
+
+
+def test_unrequired_names_seed_distributions_nothing_needs(tmp_path: Path) -> None:
+    """setuptools comes with every venv; the image drops it unless a requirement needs it."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    script = tmp_path / "unrequired.py"
+    script.write_text(image.unrequired_script())
+    python = venv / "bin" / "python"
+    installed = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('setuptools'))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if installed.returncode:
+        pytest.skip("this Python's venv comes without setuptools")
+    found = subprocess.run([str(python), str(script)], capture_output=True, text=True, check=True)
+    assert found.stdout.split() == ["setuptools"]
+    # A distribution that requires setuptools keeps it.
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    needy = site / "needs_setuptools-1.0.dist-info"
+    needy.mkdir()
+    (needy / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: needs-setuptools\nVersion: 1.0\n"
+        "Requires-Dist: setuptools>=40; python_version >= '3'\n"
+    )
+    found = subprocess.run([str(python), str(script)], capture_output=True, text=True, check=True)
+    assert found.stdout.split() == []

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,6 +64,7 @@ class Server:
             "MLSERVING_MODEL_NAME": "iris-classifier",
             "MLSERVING_MODEL_VERSION": "7",
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus"),
+            "MLSERVING_WORKERS": "1",
             **settings,
         }
         if settings.get("MLSERVING_WORKERS", "1") == "1":
@@ -242,3 +244,141 @@ def test_several_workers_share_one_metrics_view(iris_model: Path, serve: type[Se
     assert sample(text, "mlserving_requests_total", **invocations) == 20
     assert sample(text, "mlserving_model_info", model_version="7") == 1
     assert server.stop()
+
+
+def _oracle(model_dir: Path) -> Any:
+    """MLflow's own answer to a request, in-process: what the server must say, byte for byte."""
+    import mlflow.pyfunc
+    from mlflow.pyfunc import scoring_server
+
+    model = mlflow.pyfunc.load_model(str(model_dir))
+    schema = model.metadata.get_input_schema()
+
+    def answer(body: bytes, content_type: str = "application/json") -> tuple[int, str]:
+        try:
+            result = scoring_server.invocations(body, content_type, model, schema)
+        except Exception as error:
+            return error.get_http_status_code(), error.serialize_as_json()  # type: ignore[attr-defined]
+        return result.status, result.response
+
+    return answer
+
+
+def test_short_road_answers_exactly_as_mlflow(iris_model: Path, serve: type[Server]) -> None:
+    """Plain dataframe bodies skip MLflow's redundant cast; every answer must still be MLflow's,
+    including the ones the schema check refuses until the cast makes them fit."""
+    server = serve(iris_model)
+    oracle = _oracle(iris_model)
+    as_strings = [[str(value) for value in SETOSA]]
+    cases = {
+        "split": {"dataframe_split": {"columns": COLUMNS, "data": [SETOSA, VIRGINICA]}},
+        "split with index": {
+            "dataframe_split": {"columns": COLUMNS, "data": [SETOSA], "index": [7]}
+        },
+        "records": {"dataframe_records": RECORDS},
+        "integers for doubles": {"dataframe_split": {"columns": COLUMNS, "data": [[5, 3, 1, 0]]}},
+        "booleans for doubles": {
+            "dataframe_split": {"columns": COLUMNS, "data": [[True, False, True, False]]}
+        },
+        "strings for doubles (the cast makes them fit)": {
+            "dataframe_split": {"columns": COLUMNS, "data": as_strings}
+        },
+        "words for doubles": {"dataframe_split": {"columns": COLUMNS, "data": [["a"] * 4]}},
+        "missing column": {"dataframe_split": {"columns": COLUMNS[:3], "data": [SETOSA[:3]]}},
+        "extra column": {
+            "dataframe_records": [{**RECORDS[0], "colour": "blue"}],
+        },
+        "null value": {"dataframe_split": {"columns": COLUMNS, "data": [[None, 3.5, 1.4, 0.2]]}},
+        "records as a dict": {"dataframe_records": RECORDS[0]},
+        "split without data": {"dataframe_split": {"columns": COLUMNS}},
+        "with params": {"dataframe_records": RECORDS, "params": {"unused": 1}},
+    }
+    before = server.metrics()
+    for name, document in cases.items():
+        body = json.dumps(document).encode()
+        status, text = server.request("/invocations", body)
+        expected_status, expected_text = oracle(body)
+        assert status == expected_status, name
+        if status == 200:
+            assert text == expected_text, name
+        else:  # MLflow's error document; its stack trace differs from process to process
+            assert json.loads(text)["message"] == json.loads(expected_text)["message"], name
+    after = server.metrics()
+    # A request that fell back to MLflow's road is predicted again there: it counts once.
+    answered = sum(1 for name in cases if oracle(json.dumps(cases[name]).encode())[0] == 200)
+    count = "mlserving_prediction_duration_seconds_count"
+    assert sample(after, count) - sample(before, count) == answered
+
+
+def test_short_road_only_for_numeric_and_boolean_columns() -> None:
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import Model
+    from mlflow.types import ColSpec, Schema, TensorSpec
+
+    from mlops_actions.serving.scoring import takes_short_road
+
+    def schema(*types: str) -> Schema:
+        return Schema([ColSpec(kind, f"c{i}") for i, kind in enumerate(types)])
+
+    metadata = Model(signature=ModelSignature(inputs=schema("double")))
+    assert takes_short_road(metadata, None)
+    assert takes_short_road(metadata, schema("double", "long", "integer", "float", "boolean"))
+    for other in ("string", "datetime", "binary"):
+        assert not takes_short_road(metadata, schema("double", other)), other
+    assert not takes_short_road(metadata, Schema([ColSpec("double")]))  # unnamed columns
+    import numpy as np
+
+    assert not takes_short_road(metadata, Schema([TensorSpec(np.dtype("float64"), (-1, 4))]))
+
+
+def test_worker_listener_gets_tcp_nodelay_connections() -> None:
+    """gunicorn's listener has proto 0, so asyncio would leave Nagle on (uvicorn#3149)."""
+    import asyncio
+    import socket
+
+    from mlops_actions.serving.prefork import with_tcp_protocol
+
+    async def nodelay_of_accepted(listener: socket.socket) -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def connected(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(connected, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        value = await asyncio.wait_for(accepted, 10)
+        writer.close()
+        server.close()
+        return value
+
+    def listener() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # as gunicorn makes it
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        return sock
+
+    assert asyncio.run(nodelay_of_accepted(listener())) == 0  # the bug this guards against
+    rewrapped = with_tcp_protocol(listener())
+    assert rewrapped.proto == socket.IPPROTO_TCP
+    assert asyncio.run(nodelay_of_accepted(rewrapped)) == 1
+
+
+def test_workers_default_to_the_cpus_the_container_may_use(tmp_path: Path) -> None:
+    from mlops_actions.serving.__main__ import available_cpus, worker_count
+
+    cpus = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    assert available_cpus(tmp_path / "absent") == cpus
+    cpu_max.write_text("max 100000\n")
+    assert available_cpus(cpu_max) == cpus
+    cpu_max.write_text("50000 100000\n")  # docker run --cpus 0.5
+    assert available_cpus(cpu_max) == 1
+    cpu_max.write_text(f"{100000 * (cpus + 4)} 100000\n")  # a quota above the CPU set
+    assert available_cpus(cpu_max) == cpus
+    assert worker_count("3") == 3
+    assert worker_count("auto") == available_cpus()
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(SystemExit, match="MLSERVING_WORKERS"):
+            worker_count(bad)

@@ -29,7 +29,13 @@ from .errors import ConfigError, MlopsError, ServiceError
 
 SERVING_PACKAGE = Path(__file__).parent / "serving"
 MODEL_DIR_IN_IMAGE = "/opt/ml/model"
-RUNTIME_REQUIREMENTS = ("prometheus-client>=0.20", "uvicorn>=0.30", "starlette>=0.37")
+RUNTIME_REQUIREMENTS = (
+    "prometheus-client>=0.20",
+    "uvicorn>=0.30",
+    "starlette>=0.37",
+    "gunicorn>=23",  # several workers forked after the model is loaded (serving/prefork.py)
+    "uvicorn-worker>=0.3",
+)
 PORT = 8080
 
 
@@ -127,9 +133,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \\
 
 # Dependencies: the model's requirements (mlflow as mlflow-skinny) and the server's.
 # An extra CA (networks with TLS inspection) is mounted as a secret, never stored in a layer.
-# Bytecode is written only for what start-up imports (warmup.py), which halves the time to
-# /ping for a fraction of the size of compiling everything; test suites and pip are dropped.
-COPY requirements.txt warmup.py /opt/mlserving/
+# Bytecode is written only for what start-up and loading a model of this flavor import
+# (warmup.py): it halves the time to /ping for a fraction of the size of compiling everything.
+# Dropped: test suites, type stubs, Cython and C sources (headers stay, for run-time compilers),
+# pip, and setuptools and wheel unless a requirement needs them (unrequired.py).
+COPY requirements.txt warmup.py unrequired.py /opt/mlserving/
 RUN --mount=type=secret,id=extra_ca \\
     set -eu; \\
     if [ -s /run/secrets/extra_ca ]; then export PIP_CERT=/run/secrets/extra_ca; fi; \\
@@ -137,7 +145,10 @@ RUN --mount=type=secret,id=extra_ca \\
     /opt/venv/bin/pip install --no-compile -r /opt/mlserving/requirements.txt; \\
     PYTHONDONTWRITEBYTECODE= /opt/venv/bin/python /opt/mlserving/warmup.py; \\
     find /opt/venv -depth -type d -name tests -exec rm -rf {{}} +; \\
-    /opt/venv/bin/python -m pip uninstall --yes --quiet pip; \\
+    find /opt/venv -type f \\( -name '*.pyi' -o -name '*.pxd' -o -name '*.pyx' \\
+        -o -name '*.c' -o -name '*.cpp' \\) -delete; \\
+    /opt/venv/bin/python -m pip uninstall --yes --quiet pip \\
+        $(/opt/venv/bin/python /opt/mlserving/unrequired.py); \\
     useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin mlserving
 
 # The serving runtime: the same for every model of one suite version.
@@ -160,27 +171,75 @@ ENTRYPOINT ["/opt/venv/bin/python", "-m", "mlops_actions.serving"]
 STARTUP_MODULES = (
     "mlflow.pyfunc",
     "mlflow.pyfunc.scoring_server",
+    "mlflow.utils.proto_json_utils",
     "numpy",
     "pandas",
     "prometheus_client",
     "starlette.applications",
     "uvicorn",
     "uvicorn.main",
+    "gunicorn.app.base",
+    "uvicorn_worker",
 )
+
+# What loading a model of a flavor imports beyond `mlflow.<flavor>`, so that its bytecode is
+# built too (the model itself arrives in a later layer). `module:function` calls the function:
+# a scikit-learn model saved with skops imports every estimator to check the trusted types.
+FLAVOR_IMPORTS: dict[str, tuple[str, ...]] = {
+    "sklearn": ("sklearn.utils:all_estimators", "skops.io"),
+    "xgboost": ("xgboost",),
+    "lightgbm": ("lightgbm",),
+    "catboost": ("catboost",),
+    "statsmodels": ("statsmodels.api",),
+    "pytorch": ("torch",),
+    "tensorflow": ("tensorflow",),
+    "keras": ("keras",),
+    "onnx": ("onnxruntime",),
+    "transformers": ("transformers",),
+    "sentence_transformers": ("sentence_transformers",),
+    "spacy": ("spacy",),
+    "prophet": ("prophet",),
+}
 
 
 def warmup_script(flavor: str) -> str:
-    """A script that imports the start-up modules (and the model flavor's), writing bytecode."""
+    """A script that imports what start-up imports (the model flavor's included), writing
+    bytecode. A module the model's environment lacks is reported and skipped."""
     modules = [*STARTUP_MODULES]
     if flavor and flavor != "python_function":
         modules.append(f"mlflow.{flavor}")
+        modules.extend(FLAVOR_IMPORTS.get(flavor, ()))
     return (
         "import importlib\n\n"
         f"for name in {modules!r}:\n"
+        "    module_name, _, function = name.partition(':')\n"
         "    try:\n"
-        "        importlib.import_module(name)\n"
+        "        module = importlib.import_module(module_name)\n"
+        "        if function:\n"
+        "            getattr(module, function)()\n"
         "    except Exception as error:  # a module the model does not need\n"
         "        print(f'warm-up: {name}: {error}')\n"
+    )
+
+
+# Distributions a venv starts with that serving never needs, unless the model's own
+# requirements pull them in.
+SEED_DISTRIBUTIONS = ("setuptools", "wheel")
+
+
+def unrequired_script() -> str:
+    """A script printing the seed distributions no installed distribution requires."""
+    return (
+        "import importlib.metadata as metadata\n"
+        "import re\n\n"
+        f"seeds = set({SEED_DISTRIBUTIONS!r})\n"
+        "required = set()\n"
+        "for distribution in metadata.distributions():\n"
+        "    for requirement in distribution.requires or ():\n"
+        "        if 'extra ==' not in requirement:\n"
+        "            required.add(re.split(r'[^A-Za-z0-9._-]', requirement, 1)[0].lower())\n"
+        "installed = {d.metadata['Name'].lower() for d in metadata.distributions()}\n"
+        "print(' '.join(sorted((seeds & installed) - required)))\n"
     )
 
 
@@ -191,6 +250,7 @@ def write_context(model_dir: Path, facts: ModelFacts, context: Path) -> Path:
     requirements = [*image_requirements(facts.requirements), *RUNTIME_REQUIREMENTS]
     (context / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
     (context / "warmup.py").write_text(warmup_script(facts.flavor), encoding="utf-8")
+    (context / "unrequired.py").write_text(unrequired_script(), encoding="utf-8")
     package = context / "mlserving" / "mlops_actions"
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text('"""Only the model server of mlops-actions."""\n')

@@ -4,44 +4,87 @@ Settings come from the environment, so `docker run -e` changes them without a re
 
   MLSERVING_MODEL_DIR        model directory (default /opt/ml/model)
   MLSERVING_HOST / _PORT     listen address (default 0.0.0.0:8080)
-  MLSERVING_WORKERS          uvicorn worker processes (default 1; scale with replicas first)
+  MLSERVING_WORKERS          worker processes: a number, or `auto` (default): one per CPU the
+                             container may use (its CPU quota, else its CPU set)
   MLSERVING_MAX_BODY_BYTES   largest request body (default 52428800, 50 MiB)
   MLSERVING_TIMEOUT_SECONDS  longest prediction before 504 (default 60)
   MLSERVING_GRACEFUL_SECONDS time given to in-flight requests on SIGTERM (default 30)
-  MLSERVING_LOG_LEVEL        uvicorn log level (default info)
+  MLSERVING_LOG_LEVEL        log level (default info)
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use: the cgroup v2 quota (`docker run --cpus`, Kubernetes limits)
+    when there is one, else the CPUs it may run on."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+
+
+def worker_count(value: str) -> int:
+    if value.strip().lower() in ("", "auto"):
+        return available_cpus()
+    if not value.strip().isdigit() or int(value) < 1:
+        raise SystemExit(f"MLSERVING_WORKERS must be at least 1, or auto; got {value!r}")
+    return int(value)
 
 
 def main() -> int:
-    import uvicorn
-
     env = os.environ
-    workers = int(env.get("MLSERVING_WORKERS", "1"))
-    if workers > 1:
-        # Every worker writes its samples here and /metrics adds them up; stale files from a
-        # previous start would be counted again, so the directory starts empty.
-        directory = env.setdefault(
-            "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), "mlserving-metrics")
+    workers = worker_count(env.get("MLSERVING_WORKERS", "auto"))
+    host = env.get("MLSERVING_HOST", "0.0.0.0")  # noqa: S104 - a server in a container
+    port = int(env.get("MLSERVING_PORT", "8080"))
+    graceful_seconds = int(env.get("MLSERVING_GRACEFUL_SECONDS", "30"))
+    log_level = env.get("MLSERVING_LOG_LEVEL", "info")
+    if workers == 1:
+        import uvicorn
+
+        uvicorn.run(
+            "mlops_actions.serving.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            timeout_graceful_shutdown=graceful_seconds,
+            log_level=log_level,
+            access_log=False,
+            server_header=False,
         )
+        return 0
+    # Every worker writes its samples here and /metrics adds them up. Stale files from a
+    # previous start would be counted again, so a given directory is emptied first. It must
+    # be set before prometheus_client is first imported.
+    directory = env.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
-    uvicorn.run(
-        "mlops_actions.serving.app:create_app",
-        factory=True,
-        host=env.get("MLSERVING_HOST", "0.0.0.0"),  # noqa: S104 - a server in a container
-        port=int(env.get("MLSERVING_PORT", "8080")),
+    else:
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlserving-metrics-")
+    from . import prefork
+    from .app import create_app
+
+    prefork.run(
+        create_app,
+        host=host,
+        port=port,
         workers=workers,
-        timeout_graceful_shutdown=int(env.get("MLSERVING_GRACEFUL_SECONDS", "30")),
-        log_level=env.get("MLSERVING_LOG_LEVEL", "info"),
-        access_log=False,
-        server_header=False,
+        graceful_seconds=graceful_seconds,
+        log_level=log_level,
     )
     return 0
 

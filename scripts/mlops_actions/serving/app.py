@@ -1,12 +1,13 @@
 """An ASGI app that serves one MLflow model with MLflow's scoring protocol, plus /metrics.
 
-Routes: GET /ping and /health (200 once the model is loaded, 503 before), GET /version, POST
-/invocations (dataframe_split, dataframe_records, instances, inputs, CSV: parsed and answered by
-MLflow's own scoring code, so clients see exactly MLflow's behaviour), GET /metrics.
+Routes: GET /ping and /health (200: the server listens only once the model is loaded),
+GET /version, POST /invocations (dataframe_split, dataframe_records, instances, inputs, CSV:
+answered by MLflow's own scoring code, or by the short road in scoring.py with the same
+answers), GET /metrics.
 
-The model is loaded once per worker at start-up. predict() runs in a thread so the event loop
-keeps answering /ping and /metrics; a request over the timeout answers 504, a body over the
-limit 413.
+The model is loaded once, before the server listens (and before workers fork). predict() runs
+in a thread so the event loop keeps answering /ping and /metrics; a request over the timeout
+answers 504, a body over the limit 413.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import metrics
+from . import metrics, scoring
 
 INVOCATIONS = "/invocations"
 UNMEASURED = {"/metrics", "/ping", "/health"}  # probes and scrapes are not traffic
@@ -62,15 +63,15 @@ class MeasuredModel:
         self._takes_params = "params" in inspect.signature(model.predict).parameters
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
-        metrics.INPUT_ROWS.observe(_rows(data))
+        # Recorded on success only: a request the short road could not answer is predicted
+        # again on MLflow's road, and must not count twice. Failures are counted by type.
         start = time.perf_counter()
-        try:
-            if self._takes_params:
-                result = self._model.predict(data, params=params)
-            else:
-                result = self._model.predict(data)
-        finally:
-            metrics.PREDICT_DURATION.observe(time.perf_counter() - start)
+        if self._takes_params:
+            result = self._model.predict(data, params=params)
+        else:
+            result = self._model.predict(data)
+        metrics.PREDICT_DURATION.observe(time.perf_counter() - start)
+        metrics.INPUT_ROWS.observe(_rows(data))
         metrics.record_predictions(result)
         return result
 
@@ -89,6 +90,23 @@ def _rows(data: Any) -> int:
 class State:
     model: MeasuredModel | None = None
     input_schema: Any = None
+    short_road: bool = False
+
+
+def _answer(body: bytes, content_type: str, state: State) -> Any:
+    """MLflow's answer to an /invocations request, by the short road when it can take it."""
+    from mlflow.pyfunc import scoring_server
+
+    if state.short_road:
+        frame = scoring.dataframe_or_none(body, content_type)
+        if frame is not None:
+            try:
+                text = scoring.predictions_json(state.model.predict(frame))  # type: ignore[union-attr]
+            except Exception:  # noqa: S110 - MLflow's road answers, or explains
+                pass
+            else:
+                return scoring_server.InvocationsResponse(text, 200, "application/json")
+    return scoring_server.invocations(body, content_type, state.model, state.input_schema)
 
 
 def _load(settings: Settings, state: State) -> None:
@@ -100,6 +118,7 @@ def _load(settings: Settings, state: State) -> None:
     metrics.MODEL_LOAD_SECONDS.set(time.perf_counter() - start)
     state.model = MeasuredModel(model)
     state.input_schema = model.metadata.get_input_schema()
+    state.short_road = scoring.takes_short_road(model.metadata, state.input_schema)
     info = model.metadata
     flavor = next((f for f in (info.flavors or {}) if f != "python_function"), "python_function")
     metrics.MODEL_INFO.labels(
@@ -115,10 +134,11 @@ def _load(settings: Settings, state: State) -> None:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_environment()
     state = State()
+    # Loaded before the server listens, and before workers fork: they share its memory.
+    _load(settings, state)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        _load(settings, state)
         metrics.prime([INVOCATIONS])
         yield
 
@@ -145,7 +165,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     async def invocations(request: Request) -> Response:
         from mlflow.exceptions import MlflowException
-        from mlflow.pyfunc import scoring_server
 
         if state.model is None:
             return PlainTextResponse("model not loaded\n", status_code=503)
@@ -158,9 +177,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
         content_type = request.headers.get("content-type", "")
         metrics.LAST_REQUEST.set(time.time())
-        call = asyncio.to_thread(
-            scoring_server.invocations, body, content_type, state.model, state.input_schema
-        )
+        call = asyncio.to_thread(_answer, body, content_type, state)
         try:
             result = await asyncio.wait_for(call, timeout=settings.timeout_seconds)
         except asyncio.TimeoutError:
