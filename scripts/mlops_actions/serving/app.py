@@ -106,7 +106,9 @@ def _answer(body: bytes, content_type: str, state: State) -> Any:
                 pass
             else:
                 return scoring_server.InvocationsResponse(text, 200, "application/json")
-    return scoring_server.invocations(body, content_type, state.model, state.input_schema)
+    return scoring_server.invocations(  # type: ignore[no-untyped-call]
+        body, content_type, state.model, state.input_schema
+    )
 
 
 def _load(settings: Settings, state: State) -> None:

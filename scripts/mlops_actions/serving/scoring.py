@@ -57,7 +57,7 @@ def dataframe_or_none(body: bytes, content_type: str) -> Any:
     from mlflow.utils.proto_json_utils import dataframe_from_parsed_json
 
     try:
-        return dataframe_from_parsed_json(value, pandas_orient=orient, schema=None)
+        return dataframe_from_parsed_json(value, pandas_orient=orient, schema=None)  # type: ignore[no-untyped-call]
     except Exception:
         return None
 
@@ -66,5 +66,5 @@ def predictions_json(predictions: Any) -> str:
     from mlflow.pyfunc import scoring_server
 
     sink = StringIO()
-    scoring_server.predictions_to_json(predictions, sink)
+    scoring_server.predictions_to_json(predictions, sink)  # type: ignore[no-untyped-call]
     return sink.getvalue()
