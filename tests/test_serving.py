@@ -202,9 +202,16 @@ def test_limits_timeout_and_graceful_shutdown(slow_model: Path, serve: type[Serv
     assert "TIMEOUT" in text
     too_big = json.dumps({"dataframe_split": {"columns": ["seconds"], "data": [[0]] * 100}})
     assert server.request("/invocations", too_big.encode())[0] == 413
+    # predict() raises (a negative sleep): MLflow answers 400, the metric says whose fault it is.
+    raises = json.dumps({"dataframe_split": {"columns": ["seconds"], "data": [[-1]]}}).encode()
+    status, text = server.request("/invocations", raises)
+    assert status == 400
+    assert "unexpected error while evaluating the model" in text
     text = server.metrics()
     assert sample(text, "mlserving_prediction_errors_total", error_type="timeout") == 1
     assert sample(text, "mlserving_prediction_errors_total", error_type="too_large") == 1
+    assert sample(text, "mlserving_prediction_errors_total", error_type="predict_error") == 1
+    assert sample(text, "mlserving_prediction_errors_total", error_type="bad_request") == 0
     assert sample(text, "mlserving_prediction_value_count") == 1  # a regression-like output
 
     # SIGTERM while a request is in flight: it is answered, then the server exits cleanly.

@@ -190,7 +190,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
         except MlflowException as error:
             status = error.get_http_status_code()  # type: ignore[no-untyped-call]
-            metrics.ERRORS.labels("bad_request" if status < 500 else "predict_error").inc()
+            metrics.ERRORS.labels(_error_type(status, error.message)).inc()
             text = error.serialize_as_json()  # type: ignore[no-untyped-call]
             return Response(text, status, media_type="application/json")
         except Exception as error:  # a bug in the model's code: report it, keep serving
@@ -215,6 +215,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.add_middleware(_MeasureRequests)
     return app
+
+
+# MLflow answers 400 when the model's predict() raises; the metric tells it from bad input.
+MODEL_RAISED = "Encountered an unexpected error while evaluating the model"
+
+
+def _error_type(status: int, message: str) -> str:
+    if status >= 500 or MODEL_RAISED in message:
+        return "predict_error"
+    return "bad_request"
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
