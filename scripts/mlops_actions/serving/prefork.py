@@ -7,7 +7,6 @@ from scratch). gunicorn also restarts a worker that dies and stops them all grac
 
 from __future__ import annotations
 
-import gc
 import socket
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -53,11 +52,7 @@ class PreforkServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        app = self.load_app()
-        # Objects that exist before the fork stay out of the collector's way, so it does not
-        # touch (and copy) the shared pages in every worker.
-        gc.freeze()
-        return app
+        return self.load_app()
 
 
 def _forget_worker_metrics(_server: Any, worker: Any) -> None:

@@ -1,0 +1,460 @@
+"""The serving image: `mlops-actions build-push` vs `mlflow models build-docker`, in one run.
+
+Both build an image for the same registered scikit-learn Iris model, FROM the same base image
+(Debian bookworm's Python, made here with mmdebstrap: no Docker Hub), with the same Docker
+engine. Measured per side:
+
+- size of the image above the base (engine's `Size`, uncompressed);
+- cold build (empty build cache) of version 1, as the user runs it: ours is
+  `mlops-actions build-push --push false --smoke-test false`; MLflow's is
+  `mlflow.models.build_docker(env_manager="local")` (what `mlflow models build-docker` calls);
+- rebuild for version 2 (a retrained model, same requirements) and the bytes of the layers
+  version 2 does not share with anything else (the engine's unique size): what a push uploads;
+- time from `docker run` to the first 200 from `/ping` (median of several starts);
+- throughput and p50/p99 latency with wrk at a fixed number of connections, posting the
+  model's serving input example to `/invocations`; every answer must be a 200;
+- memory of the container after the load (cgroup usage minus inactive file cache, as
+  `docker stats` reports it).
+
+Each image runs with its defaults: MLflow's starts nginx and uvicorn with one worker per CPU;
+ours forks one worker per CPU from a process that loaded the model. Ours is also measured with
+a single worker (`MLSERVING_WORKERS=1`), for comparison.
+
+    .venv/bin/python benchmarks/serving_image.py [--json results.json] [--duration 15]
+
+Needs a running Docker engine, a Docker client that can build (`--docker-cli`), mmdebstrap,
+wrk, and network access to PyPI and Debian from build containers (MLflow's Dockerfile runs
+apt-get for nginx). The base image is tagged `python:3.11-slim`, because MLflow only takes its
+slim path for a base whose name starts with `python:`; the script refuses to overwrite such a
+tag that it did not create.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE_IMAGE = "python:3.11-slim"
+BASE_LABEL = "org.mlops-actions.benchmark"
+OURS_REPOSITORY = "mlops-bench/ours"
+MLFLOW_REPOSITORY = "mlops-bench/mlflow"
+MODEL_NAME = "bench-iris"
+PORT = 8080
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def log(message: str) -> None:
+    print(f"-- {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Base image and model
+
+
+def ensure_base_image(client: Any, rebuild: bool) -> None:
+    """Debian bookworm with Python, pip and `python` (MLflow's slim Dockerfile needs both),
+    trusting the host's CA bundle, so package downloads work behind TLS inspection."""
+    import docker.errors
+
+    try:
+        existing = client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        existing = None
+    if existing is not None:
+        if (existing.labels or {}).get(BASE_LABEL) != "base":
+            raise SystemExit(
+                f"{BASE_IMAGE} exists and was not made by this benchmark; remove or retag it"
+            )
+        if not rebuild:
+            return
+    ca_file = os.environ.get("SSL_CERT_FILE") or CA_BUNDLE
+    log(f"building the base image {BASE_IMAGE} with mmdebstrap")
+    with tempfile.TemporaryDirectory() as workdir:
+        tarball = Path(workdir) / "base.tar"
+        subprocess.run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv,python3-pip,python-is-python3,ca-certificates",
+                f'--customize-hook=cp {ca_file} "$1{CA_BUNDLE}"',
+                "--format=tar",
+                "bookworm",
+                str(tarball),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        repository, tag = BASE_IMAGE.split(":")
+        client.api.import_image(
+            src=str(tarball),
+            repository=repository,
+            tag=tag,
+            changes=[
+                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                f"ENV SSL_CERT_FILE={CA_BUNDLE} REQUESTS_CA_BUNDLE={CA_BUNDLE} "
+                f"PIP_CERT={CA_BUNDLE} PIP_BREAK_SYSTEM_PACKAGES=1",
+                f"LABEL {BASE_LABEL}=base",
+            ],
+        )
+
+
+def register_models(tracking_uri: str) -> dict[str, Any]:
+    """Two versions of one Iris model: different coefficients, the same requirements."""
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("serving-image-benchmark")
+    features, target = load_iris(return_X_y=True, as_frame=True)
+    for c in (1.0, 0.5):
+        with mlflow.start_run():
+            model = LogisticRegression(C=c, max_iter=300).fit(features, target)
+            mlflow.sklearn.log_model(
+                model,
+                name="model",
+                input_example=features.head(5),
+                registered_model_name=MODEL_NAME,
+            )
+    example = {"dataframe_split": json.loads(features.head(5).to_json(orient="split"))}
+    example["dataframe_split"].pop("index", None)
+    return example
+
+
+# ---------------------------------------------------------------------------------------------
+# Builds
+
+
+def prune_build_cache(client: Any, docker_cli: str) -> None:
+    """Cold means cold: no BuildKit cache, no legacy-builder intermediate images."""
+    subprocess.run([docker_cli, "builder", "prune", "-af"], check=True, capture_output=True)
+    client.images.prune()
+
+
+def remove_images(client: Any, repository: str) -> None:
+    for image in client.images.list(name=repository):
+        for tag in image.tags:
+            client.images.remove(tag, force=True)
+    client.images.prune()
+
+
+def build_ours(version: int, env: dict[str, str], workdir: Path, docker_cli: str) -> dict[str, str]:
+    outputs = workdir / f"ours-{version}.out"
+    outputs.write_text("")
+    command = [
+        str(Path(sys.executable).parent / "mlops-actions"),
+        "build-push",
+        "--model-uri",
+        f"models:/{MODEL_NAME}/{version}",
+        "--image",
+        OURS_REPOSITORY,
+        "--base-image",
+        BASE_IMAGE,
+        "--push",
+        "false",
+        "--smoke-test",
+        "false",
+        "--docker-cli",
+        docker_cli,
+    ]
+    run_env = {**env, "GITHUB_OUTPUT": str(outputs)}
+    result = subprocess.run(
+        command, env=run_env, cwd=workdir, capture_output=True, text=True, check=False
+    )
+    if result.returncode:
+        raise SystemExit(f"our build failed:\n{result.stdout}\n{result.stderr}")
+    return parse_outputs(outputs.read_text())
+
+
+def parse_outputs(text: str) -> dict[str, str]:
+    """GITHUB_OUTPUT: `name=value` lines and `name<<DELIMITER` blocks."""
+    outputs: dict[str, str] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        if "<<" in line:
+            name, delimiter = line.split("<<", 1)
+            value = []
+            for body in lines:
+                if body == delimiter:
+                    break
+                value.append(body)
+            outputs[name] = "\n".join(value)
+        elif "=" in line:
+            name, value_text = line.split("=", 1)
+            outputs[name] = value_text
+    return outputs
+
+
+def build_mlflow(version: int, env: dict[str, str], workdir: Path, docker_cli: str) -> str:
+    name = f"{MLFLOW_REPOSITORY}:{version}"
+    script = (
+        "import mlflow.models, sys; "
+        "mlflow.models.build_docker(model_uri=sys.argv[1], name=sys.argv[2], "
+        "env_manager='local', base_image=sys.argv[3])"
+    )
+    # MLflow calls `docker` from PATH: put the chosen client first.
+    run_env = {**env, "PATH": f"{Path(docker_cli).parent}{os.pathsep}{env['PATH']}"}
+    result = subprocess.run(
+        [sys.executable, "-c", script, f"models:/{MODEL_NAME}/{version}", name, BASE_IMAGE],
+        env=run_env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode:
+        tail = f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        raise SystemExit(f"MLflow's build failed:\n{tail}")
+    return name
+
+
+def timed(action: Any, *args: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    value = action(*args)
+    return time.perf_counter() - start, value
+
+
+def unique_bytes(client: Any, image_id: str) -> int:
+    """Bytes in layers no other image has: for version 2, what a push has to upload."""
+    for entry in client.df()["Images"]:
+        if entry["Id"] == image_id:
+            return int(entry["Size"]) - int(entry["SharedSize"])
+    raise SystemExit(f"image {image_id} not in the engine's disk usage")
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+@contextmanager
+def running(
+    client: Any, image: str, environment: dict[str, str] | None = None
+) -> Iterator[tuple[Any, int, float]]:
+    """Start a container; yield it, its host port and the seconds until /ping answered 200."""
+    port = free_port()
+    start = time.perf_counter()
+    container = client.containers.run(
+        image,
+        detach=True,
+        ports={f"{PORT}/tcp": ("127.0.0.1", port)},
+        environment=environment or {},
+    )
+    try:
+        yield container, port, wait_for_ping(container, port, start)
+    finally:
+        container.remove(force=True)
+
+
+def wait_for_ping(container: Any, port: int, start: float, limit: float = 120.0) -> float:
+    while time.perf_counter() - start < limit:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            connection.request("GET", "/ping")
+            if connection.getresponse().status == 200:
+                return time.perf_counter() - start
+        except OSError:
+            pass
+        time.sleep(0.02)
+    logs = container.logs(tail=30).decode(errors="replace")
+    raise SystemExit(f"{container.image.tags} never answered /ping:\n{logs}")
+
+
+def start_times(
+    client: Any, image: str, starts: int, environment: dict[str, str] | None = None
+) -> list[float]:
+    with running(client, image, environment):  # warm the page cache once, not timed
+        pass
+    times = []
+    for _ in range(starts):
+        with running(client, image, environment) as (_, _, seconds):
+            times.append(seconds)
+    return times
+
+
+def memory_mib(container: Any) -> float:
+    stats = container.stats(stream=False)["memory_stats"]
+    detail = stats.get("stats", {})
+    inactive = detail.get("inactive_file", detail.get("total_inactive_file", 0))
+    return (int(stats["usage"]) - int(inactive)) / 2**20
+
+
+WRK_LINE = re.compile(r"^\s*(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$")
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def load_test(
+    client: Any,
+    image: str,
+    body: dict[str, Any],
+    connections: int,
+    duration: int,
+    workdir: Path,
+    environment: dict[str, str] | None = None,
+) -> dict[str, float]:
+    script = workdir / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(json.dumps(body))}\n"
+    )
+    with running(client, image, environment) as (container, port, _):
+        url = f"http://127.0.0.1:{port}/invocations"
+        base = ["wrk", "-t", "2", "-c", str(connections), "--latency", "-s", str(script)]
+        subprocess.run([*base, "-d", "3", url], check=True, capture_output=True)  # warm-up
+        result = subprocess.run(
+            [*base, "-d", str(duration), url], check=True, capture_output=True, text=True
+        )
+        memory = memory_mib(container)
+    text = result.stdout
+    if "Non-2xx" in text or "Socket errors" in text:
+        raise SystemExit(f"{image}: not every answer was a 200:\n{text}")
+    latency = {}
+    for line in text.splitlines():
+        match = WRK_LINE.match(line)
+        if match:
+            latency[match.group(1)] = float(match.group(2)) * UNIT_MS[match.group(3)]
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    return {"rps": rate, "p50_ms": latency["50"], "p99_ms": latency["99"], "memory_mib": memory}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--duration", type=int, default=15, help="seconds of load per image")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections")
+    parser.add_argument("--starts", type=int, default=5, help="timed starts per image")
+    parser.add_argument(
+        "--docker-cli",
+        default="/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker",
+        help="Docker client both builds use",
+    )
+    parser.add_argument("--rebuild-base", action="store_true", help="rebuild the base image")
+    parser.add_argument("--keep", action="store_true", help="keep the built images")
+    args = parser.parse_args()
+    for tool in ("wrk", "mmdebstrap"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed (apt-get install {tool})")
+
+    import docker
+
+    client = docker.from_env(timeout=600)
+    ensure_base_image(client, args.rebuild_base)
+    base_size = int(client.images.get(BASE_IMAGE).attrs["Size"])
+    results: dict[str, Any] = {"base_mb": base_size / 1e6, "connections": args.connections}
+    with tempfile.TemporaryDirectory(prefix="serving-bench-") as temp:
+        workdir = Path(temp)
+        tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
+        env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        }
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+        example = register_models(tracking_uri)
+        remove_images(client, OURS_REPOSITORY)
+        remove_images(client, MLFLOW_REPOSITORY)
+
+        sides: dict[str, dict[str, Any]] = {"mlflow": {}, "ours": {}}
+        for side, build in (("mlflow", build_mlflow), ("ours", build_ours)):
+            prune_build_cache(client, args.docker_cli)
+            log(f"{side}: cold build of version 1")
+            seconds, first = timed(build, 1, env, workdir, args.docker_cli)
+            log(f"{side}: rebuild for version 2")
+            rebuild_seconds, second = timed(build, 2, env, workdir, args.docker_cli)
+            first_id = first["image-id"] if side == "ours" else client.images.get(first).id
+            second_id = second["image-id"] if side == "ours" else client.images.get(second).id
+            sides[side].update(
+                cold_build_s=seconds,
+                rebuild_s=rebuild_seconds,
+                size_above_base_mb=(int(client.images.get(first_id).attrs["Size"]) - base_size)
+                / 1e6,
+                new_layer_mb=unique_bytes(client, second_id) / 1e6,
+                image=second_id,
+            )
+        for side, values in sides.items():
+            log(f"{side}: {args.starts} starts")
+            times = start_times(client, values["image"], args.starts)
+            values.update(start_s=statistics.median(times), start_all_s=times)
+            log(f"{side}: load test, {args.connections} connections, {args.duration} s")
+            values.update(
+                load_test(
+                    client, values["image"], example, args.connections, args.duration, workdir
+                )
+            )
+        log("ours with 1 worker: load test")
+        sides["ours_1_worker"] = load_test(
+            client,
+            sides["ours"]["image"],
+            example,
+            args.connections,
+            args.duration,
+            workdir,
+            {"MLSERVING_WORKERS": "1"},
+        )
+        if not args.keep:
+            remove_images(client, OURS_REPOSITORY)
+            remove_images(client, MLFLOW_REPOSITORY)
+    results.update(sides)
+    print(markdown(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def markdown(results: dict[str, Any]) -> str:
+    mlflow, ours, single = results["mlflow"], results["ours"], results["ours_1_worker"]
+    rows = [
+        ("image size above the base (MB)", "size_above_base_mb", "{:.0f}", "<= 0.25"),
+        ("cold build (s)", "cold_build_s", "{:.1f}", ""),
+        ("rebuild for a new model version (s)", "rebuild_s", "{:.1f}", "<= 0.20"),
+        ("new layers for a new model version (MB)", "new_layer_mb", "{:.2f}", ""),
+        ("start to healthy /ping (s, median)", "start_s", "{:.2f}", "<= 0.33"),
+        (f"throughput, {results['connections']} connections (req/s)", "rps", "{:.0f}", ">= 2"),
+        ("latency p50 (ms)", "p50_ms", "{:.2f}", ""),
+        ("latency p99 (ms)", "p99_ms", "{:.2f}", ""),
+        ("memory after load (MiB)", "memory_mib", "{:.0f}", "<= 0.50"),
+    ]
+    lines = [
+        "| measurement | `mlflow models build-docker` | mlops-actions | ours / MLflow | target "
+        "| ours, 1 worker |",
+        "| --- | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for label, key, form, target in rows:
+        ratio = ours[key] / mlflow[key] if mlflow[key] else float("nan")
+        extra = form.format(single[key]) if key in single else ""
+        lines.append(
+            f"| {label} | {form.format(mlflow[key])} | {form.format(ours[key])} "
+            f"| {ratio:.2f} | {target} | {extra} |"
+        )
+    lines.append(f"\nBase image: {results['base_mb']:.0f} MB.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
