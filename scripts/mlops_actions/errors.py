@@ -1,7 +1,7 @@
 """Domain errors and the exit codes they map to.
 
 Every expected failure is one of these: a message that names the field or service, and a hint
-that says how to fix it. `cli.py` turns them into one `::error` line and an exit code; anything
+that says how to fix it. `cli` turns them into one `::error` line and an exit code; anything
 else is a bug and keeps its traceback.
 """
 

@@ -1,0 +1,118 @@
+"""`mlops-actions train`: run training inside a tagged MLflow run (also a stage of `run`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__, gha, monitor
+from ..config import Config
+from ..errors import EXIT_OK
+from .common import _value, emit, load_config
+from .dvc_pull import _targets
+from .monitoring import _observe
+from .options import MLFLOW_OPTIONS, TRAIN_OPTIONS
+
+if TYPE_CHECKING:
+    from ..train import TrainResult
+
+
+def _train_request(config: Config, cwd: Path) -> Any:
+    from .. import tracking
+    from ..train import ProjectSpec, TrainRequest
+
+    project = config.get("train.project")
+    spec = None
+    if project:
+        spec = ProjectSpec(
+            uri=str(project.get("uri") or "."),
+            entry_point=str(project.get("entry_point") or "main"),
+            parameters=dict(project.get("parameters") or {}),
+            backend=str(project.get("backend") or "local"),
+            backend_config=project.get("backend_config"),
+            env_manager=str(project.get("env_manager") or "local"),
+        )
+    repository = os.environ.get("GITHUB_REPOSITORY", "")
+    experiment = config.get("mlflow.experiment") or (
+        repository.rsplit("/", 1)[-1] if repository else cwd.name
+    )
+    return TrainRequest(
+        tracking_uri=tracking.resolve_tracking_uri(str(config.get("mlflow.tracking_uri", "")), cwd),
+        registry_uri=str(config.get("mlflow.registry_uri") or ""),
+        experiment=str(experiment),
+        working_directory=(cwd / str(config.get("train.working_directory", "."))),
+        base_environment=dict(os.environ),
+        command=config.get("train.command"),
+        project=spec,
+        run_name=config.get("train.run_name"),
+        tags={str(k): str(v) for k, v in (config.get("train.tags") or {}).items()},
+    )
+
+
+def run_train(config: Config, data_fingerprint: str) -> TrainResult:
+    """Shared by `train` and `run`: train, emit outputs and summary, fail like the command."""
+    from .. import context, data, report, tracking
+    from .. import train as train_core
+
+    cwd = Path.cwd()
+    request = _train_request(config, cwd)
+    if not data_fingerprint:
+        data_fingerprint = data.workspace_fingerprint(
+            Path(config.get("data.repo", ".")), _targets(config)
+        )
+    run_context = context.detect(os.environ, cwd)
+    source = request.command or (request.project.uri if request.project else "")
+    tags = {
+        **run_context.tags(),
+        "mlflow.source.name": source,
+        "mlflow.source.type": "PROJECT" if request.project else "LOCAL",
+        "mlflow.user": run_context.actor,
+        "mlops.data.fingerprint": data_fingerprint,
+        "mlops.train.mode": "project" if request.project else "command",
+        "mlops.version": __version__,
+    }
+    tags = {k: v for k, v in tags.items() if v}
+    with gha.group(f"train: {source}"):
+        started = time.monotonic()
+        result = train_core.run_training(request, tags)
+    _observe(monitor.train_samples(time.monotonic() - started))
+    emit(
+        {
+            "run-id": result.run_id,
+            "run-url": result.run_url,
+            "experiment-id": result.experiment_id,
+            "status": result.status,
+            "model-uri": result.model_uri,
+            "metrics": json.dumps(result.metrics, sort_keys=True),
+            "data-fingerprint": data_fingerprint,
+        }
+    )
+    shown = tracking.redact(request.tracking_uri)
+    gha.add_summary(report.train_summary(result, request.experiment, shown))
+    if len(result.model_uris) > 1:
+        gha.annotate(
+            "warning",
+            f"the run logged {len(result.model_uris)} models; model-uri is "
+            f"the newest, {result.model_uri}",
+            title="train",
+        )
+    if not result.model_uri and result.succeeded:
+        gha.annotate(
+            "warning",
+            "the run logged no model: model-uri is empty (log one with mlflow.<flavor>.log_model)",
+            title="train",
+        )
+    failed = train_core.failure(result)
+    if failed is not None:
+        raise failed
+    return result
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = load_config(args, (*MLFLOW_OPTIONS, *TRAIN_OPTIONS))
+    run_train(config, _value(args, "data-fingerprint"))
+    return EXIT_OK
