@@ -1,0 +1,87 @@
+"""Fill in the workflow templates' placeholders for one release of mlops-actions.
+
+In the repository, the templates name the suite with a placeholder pin,
+
+    uses: your-org/mlops-actions/actions/train@0000000000000000000000000000000000000000 # v1.x.y
+
+because a commit cannot contain its own hash. The release workflow stamps a copy of them with
+the repository and the released commit, and attaches it to the GitHub Release:
+
+    python3 tools/stamp_templates.py --repository acme/mlops-actions \
+        --sha <40 hex> --version v1.2.3 workflows-templates dist/workflows-templates
+
+`--default-branch main` also fills in `$default-branch`, for templates copied by hand
+(GitHub fills it in itself when a template comes from an organization's
+.github/workflow-templates). Standard library only: it runs on any runner's python3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+
+OWNER = "your-org"
+PLACEHOLDER_SHA = "0" * 40
+PLACEHOLDER_VERSION = "v1.x.y"
+PIN = re.compile(
+    rf"(?P<lead>uses:\s+){re.escape(OWNER)}/mlops-actions(?P<path>(?:/actions/[a-z0-9-]+)?)"
+    rf"@{PLACEHOLDER_SHA} # {re.escape(PLACEHOLDER_VERSION)}$",
+    re.M,
+)
+
+
+class StampError(ValueError):
+    pass
+
+
+def stamp(text: str, repository: str, sha: str, version: str, default_branch: str = "") -> str:
+    """The template with every placeholder pin (and $default-branch, if given) filled in."""
+    if not re.fullmatch(r"[A-Za-z0-9-]+/[A-Za-z0-9_.-]+", repository):
+        raise StampError(f"--repository must be owner/name, got {repository!r}")
+    if not re.fullmatch(r"[0-9a-f]{40}", sha):
+        raise StampError(f"--sha must be a full 40-character commit hash, got {sha!r}")
+    if not re.fullmatch(r"v\d+\.\d+\.\d+", version):
+        raise StampError(f"--version must look like v1.2.3, got {version!r}")
+    stamped = PIN.sub(lambda m: f"{m['lead']}{repository}{m['path']}@{sha} # {version}", text)
+    if default_branch:
+        stamped = stamped.replace("$default-branch", default_branch)
+    left = [line.strip() for line in stamped.splitlines() if PLACEHOLDER_SHA in line]
+    if left:
+        raise StampError(f"placeholder pins that do not have the expected form: {left}")
+    return stamped
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repository", required=True, help="owner/name of mlops-actions")
+    parser.add_argument("--sha", required=True, help="the released commit")
+    parser.add_argument("--version", required=True, help="the release tag, vX.Y.Z")
+    parser.add_argument("--default-branch", default="", help="fill in $default-branch too")
+    parser.add_argument("source", type=Path, help="the templates' directory")
+    parser.add_argument("output", type=Path, help="where the stamped copies go")
+    args = parser.parse_args(argv)
+    templates = sorted(args.source.glob("*.yml"))
+    if not templates:
+        print(f"error: no templates (*.yml) in {args.source}", file=sys.stderr)
+        return 2
+    args.output.mkdir(parents=True, exist_ok=True)
+    try:
+        for template in templates:
+            text = stamp(
+                template.read_text(), args.repository, args.sha, args.version, args.default_branch
+            )
+            (args.output / template.name).write_text(text)
+    except StampError as error:
+        print(f"error: {template}: {error}", file=sys.stderr)
+        return 2
+    for properties in sorted(args.source.glob("*.properties.json")):
+        shutil.copyfile(properties, args.output / properties.name)
+    print(f"stamped {len(templates)} templates into {args.output}: {args.repository}@{args.sha}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
