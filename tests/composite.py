@@ -12,6 +12,7 @@ so tests can check what they would have been given, and report no outputs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -23,11 +24,17 @@ from typing import Any
 import yaml
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}", re.S)
-TOKEN = re.compile(r"\s*(==|!=|&&|\|\||!|\(|\)|,|'(?:[^']|'')*'|[A-Za-z_][\w.\-*]*|\d+(?:\.\d+)?)")
+TOKEN = re.compile(
+    r"\s*(==|!=|<=|>=|<|>|&&|\|\||!|\(|\)|,|'(?:[^']|'')*'|[A-Za-z_][\w.\-*]*|\d+(?:\.\d+)?)"
+)
 
 
 class Expression:
-    """A small evaluator for the GitHub expression subset that action.yml files here use."""
+    """A small evaluator for the GitHub expression subset that the actions and workflows here use:
+    literals, context lookups (with `*` projections such as `needs.*.result`), `!`, `==`, `!=`,
+    `<`, `<=`, `>`, `>=`, `&&` and `||` (which return an operand, as GitHub's do), and the
+    functions contains, startsWith, endsWith, format, join, toJSON, fromJSON and the status
+    functions."""
 
     def __init__(self, text: str, context: dict[str, Any]) -> None:
         self.tokens = self._tokenize(text)
@@ -78,12 +85,21 @@ class Expression:
         return left
 
     def _equality(self) -> Any:
-        left = self._unary()
+        left = self._comparison()
         while self._peek() in ("==", "!="):
             op = self._take()
-            right = self._unary()
+            right = self._comparison()
             same = _loose(left) == _loose(right)
             left = same if op == "==" else not same
+        return left
+
+    def _comparison(self) -> Any:
+        left = self._unary()
+        while self._peek() in ("<", "<=", ">", ">="):
+            op = self._take()
+            right = self._unary()
+            a, b = _number(left), _number(right)
+            left = {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
         return left
 
     def _unary(self) -> Any:
@@ -102,6 +118,8 @@ class Expression:
             return token[1:-1].replace("''", "'")
         if token in ("true", "false"):
             return token == "true"
+        if token == "null":
+            return None
         if re.fullmatch(r"\d+(\.\d+)?", token):
             return float(token)
         if self._peek() == "(":
@@ -119,27 +137,80 @@ class Expression:
         status = self.context.get("__status__", "success")
         if name == "always":
             return True
-        if name == "success":
-            return status == "success"
-        if name == "failure":
-            return status == "failure"
+        if name in ("success", "failure"):
+            return status == name
         if name == "cancelled":
             return False
         if name == "hashFiles":
             return "hashfiles-not-evaluated"
-        raise ValueError(f"unsupported function {name}")
+        if name not in FUNCTIONS:
+            raise ValueError(f"unsupported function {name}")
+        return FUNCTIONS[name](*args)
 
     def _lookup(self, dotted: str) -> Any:
-        node: Any = self.context
+        nodes: list[Any] = [self.context]
+        projected = False
         for part in dotted.split("."):
-            if not isinstance(node, dict):
-                return ""
-            node = node.get(part, "")
-        return node
+            if part == "*":
+                projected = True
+                nodes = [v for n in nodes if isinstance(n, dict) for v in n.values()]
+                continue
+            nodes = [n.get(part, "") if isinstance(n, dict) else "" for n in nodes]
+        return nodes if projected else nodes[0]
 
 
 def _loose(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
+
+
+def _text(value: Any) -> str:
+    """A value as GitHub turns it into a string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(str(value).strip() or 0)
+    except ValueError:
+        return float("nan")
+
+
+def _contains(haystack: Any, needle: Any) -> bool:
+    if isinstance(haystack, list):
+        return any(_loose(item) == _loose(needle) for item in haystack)
+    return _text(needle).lower() in _text(haystack).lower()
+
+
+def _format(template: Any, *values: Any) -> str:
+    text = _text(template)
+    for index, value in enumerate(values):
+        text = text.replace("{" + str(index) + "}", _text(value))
+    return text
+
+
+def _join(items: Any, separator: Any = ",") -> str:
+    return _text(separator).join(_text(i) for i in (items if isinstance(items, list) else [items]))
+
+
+FUNCTIONS: dict[str, Any] = {
+    "contains": _contains,
+    "startsWith": lambda a, b: _text(a).lower().startswith(_text(b).lower()),
+    "endsWith": lambda a, b: _text(a).lower().endswith(_text(b).lower()),
+    "format": _format,
+    "join": _join,
+    "toJSON": lambda value: json.dumps(value, indent=2),
+    "fromJSON": lambda text: json.loads(_text(text)),
+}
 
 
 def render(text: Any, context: dict[str, Any]) -> str:
@@ -148,10 +219,7 @@ def render(text: Any, context: dict[str, Any]) -> str:
         return "" if text is None else str(text).lower() if isinstance(text, bool) else str(text)
 
     def substitute(match: re.Match[str]) -> str:
-        value = Expression(match.group(1), context).evaluate()
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return "" if value is None else str(value)
+        return _text(Expression(match.group(1), context).evaluate())
 
     return EXPRESSION.sub(substitute, text)
 
@@ -213,6 +281,7 @@ class ActionResult:
     steps: list[StepResult]
     summary: str
     path_added: list[str]
+    env_added: dict[str, str] = field(default_factory=dict)
 
     @property
     def log(self) -> str:
@@ -230,10 +299,12 @@ def run_action(
     env: dict[str, str],
     timeout: float = 900,
     github_token: str = "",
+    runner_temp: Path | None = None,
 ) -> ActionResult:
     """Run one composite action; `env` is the job's environment (PATH, HOME, secrets...).
 
-    `github_token` is what `${{ github.token }}` evaluates to in input defaults.
+    `github_token` is what `${{ github.token }}` evaluates to in input defaults; `runner_temp`
+    is the job's RUNNER_TEMP (default: a directory of this action's own).
     """
     spec = yaml.safe_load((action_dir / "action.yml").read_text())
     assert spec["runs"]["using"] == "composite"
@@ -249,12 +320,14 @@ def run_action(
         for name, meta in declared.items()
     }
     job_env = dict(env)
+    env_added: dict[str, str] = {}
     path_added: list[str] = []
     steps: dict[str, dict[str, Any]] = {}
     results: list[StepResult] = []
     summaries: list[str] = []
     status = "success"
     scratch = Path(tempfile.mkdtemp(prefix="composite-"))
+    temp = runner_temp or scratch
 
     for index, step in enumerate(spec["runs"]["steps"]):
         step_id = step.get("id", f"__step{index}")
@@ -262,7 +335,7 @@ def run_action(
             "inputs": resolved_inputs,
             "steps": steps,
             "env": job_env,
-            "runner": {"os": "Linux", "arch": "X64", "temp": str(scratch)},
+            "runner": {"os": "Linux", "arch": "X64", "temp": str(temp)},
             "github": {"action_path": str(action_dir), "workspace": str(workspace)},
             "__status__": status,
         }
@@ -291,7 +364,7 @@ def run_action(
                 "GITHUB_PATH": str(files["path"]),
                 "GITHUB_STEP_SUMMARY": str(files["summary"]),
                 "RUNNER_OS": "Linux",
-                "RUNNER_TEMP": str(scratch),
+                "RUNNER_TEMP": str(temp),
             }
         )
         workdir = workspace / render(step.get("working-directory", "."), context)
@@ -308,7 +381,9 @@ def run_action(
             check=False,
         )
         outputs = parse_env_file(files["output"].read_text())
-        job_env.update(parse_env_file(files["env"].read_text()))
+        added = parse_env_file(files["env"].read_text())
+        job_env.update(added)
+        env_added.update(added)
         for line in files["path"].read_text().splitlines():
             if line.strip():
                 path_added.append(line.strip())
@@ -333,4 +408,4 @@ def run_action(
         name: render((meta or {}).get("value", ""), final_context)
         for name, meta in (spec.get("outputs") or {}).items()
     }
-    return ActionResult(status, outputs, results, "".join(summaries), path_added)
+    return ActionResult(status, outputs, results, "".join(summaries), path_added, env_added)

@@ -46,12 +46,36 @@ def stamp(text: str, repository: str, sha: str, version: str, default_branch: st
     if not re.fullmatch(r"v\d+\.\d+\.\d+", version):
         raise StampError(f"--version must look like v1.2.3, got {version!r}")
     stamped = PIN.sub(lambda m: f"{m['lead']}{repository}{m['path']}@{sha} # {version}", text)
+    # The header's notes about the placeholders give way to one about the pin.
+    note = f"#   - Pinned to {repository} {version},\n#     commit {sha}.\n"
+    stamped = _drop_bullets(stamped, OWNER, note)
     if default_branch:
+        stamped = _drop_bullets(stamped, "$default-branch", "")
         stamped = stamped.replace("$default-branch", default_branch)
     left = [line.strip() for line in stamped.splitlines() if PLACEHOLDER_SHA in line]
     if left:
         raise StampError(f"placeholder pins that do not have the expected form: {left}")
     return stamped
+
+
+def _drop_bullets(text: str, needle: str, replacement: str) -> str:
+    """Replace the header bullets (`#   - ` and its `#     ` lines) that mention `needle`."""
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    index = 0
+    while index < len(lines):
+        end = index + 1
+        if lines[index].startswith("#   - "):
+            while end < len(lines) and lines[end].startswith("#     "):
+                end += 1
+            if needle in "".join(lines[index:end]):
+                out.append(replacement)
+                replacement = ""
+                index = end
+                continue
+        out.extend(lines[index:end])
+        index = end
+    return "".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
