@@ -215,9 +215,20 @@ def test_stamped_templates_are_pinned_to_the_release(tmp_path: Path) -> None:
             text=True,
         )
         assert audited.returncode == 0, audited.stdout + audited.stderr
-    # A short hash or a version that is not vX.Y.Z is refused.
+    # For act: only the branch is filled in, the pins stay what .actrc maps to a working copy.
+    assert main(["--default-branch", "main", str(TEMPLATES_DIR), str(tmp_path / "act")]) == 0
+    for template in TEMPLATES:
+        text = (tmp_path / "act" / template.name).read_text()
+        original = template.read_text()
+        assert "$default-branch" not in text
+        assert ("branches: [main]" in text) == ("branches: [$default-branch]" in original)
+        uses = [line for line in text.splitlines() if "uses:" in line]
+        assert uses == [line for line in original.splitlines() if "uses:" in line]
+    # A short hash, the placeholder itself or a version that is not vX.Y.Z is refused.
     assert main(["--repository", "a/b", "--sha", "abc123", "--version", "v1.4.2",
                  str(TEMPLATES_DIR), str(tmp_path / "x")]) == 2  # fmt: skip
+    assert main(["--repository", "a/b", "--sha", "0" * 40, "--version", "v1.4.2",
+                 str(TEMPLATES_DIR), str(tmp_path / "z")]) == 2  # fmt: skip
     assert main(["--repository", "a/b", "--sha", sha, "--version", "1.4",
                  str(TEMPLATES_DIR), str(tmp_path / "y")]) == 2  # fmt: skip
 

@@ -12,7 +12,9 @@ the repository and the released commit, and attaches it to the GitHub Release:
 
 `--default-branch main` also fills in `$default-branch`, for templates copied by hand
 (GitHub fills it in itself when a template comes from an organization's
-.github/workflow-templates). Standard library only: it runs on any runner's python3.
+.github/workflow-templates). With `--default-branch` alone, the pins stay placeholders: that is
+the copy to run with act, whose --local-repository maps them to a working copy of the suite.
+Standard library only: it runs on any runner's python3.
 """
 
 from __future__ import annotations
@@ -37,24 +39,33 @@ class StampError(ValueError):
     pass
 
 
-def stamp(text: str, repository: str, sha: str, version: str, default_branch: str = "") -> str:
-    """The template with every placeholder pin (and $default-branch, if given) filled in."""
-    if not re.fullmatch(r"[A-Za-z0-9-]+/[A-Za-z0-9_.-]+", repository):
-        raise StampError(f"--repository must be owner/name, got {repository!r}")
-    if not re.fullmatch(r"[0-9a-f]{40}", sha):
-        raise StampError(f"--sha must be a full 40-character commit hash, got {sha!r}")
-    if not re.fullmatch(r"v\d+\.\d+\.\d+", version):
-        raise StampError(f"--version must look like v1.2.3, got {version!r}")
-    stamped = PIN.sub(lambda m: f"{m['lead']}{repository}{m['path']}@{sha} # {version}", text)
-    # The header's notes about the placeholders give way to one about the pin.
-    note = f"#   - Pinned to {repository} {version},\n#     commit {sha}.\n"
-    stamped = _drop_bullets(stamped, OWNER, note)
+def stamp(
+    text: str, repository: str = "", sha: str = "", version: str = "", default_branch: str = ""
+) -> str:
+    """The template with every placeholder pin (if `sha` is given) and $default-branch (if
+    `default_branch` is given) filled in."""
+    stamped = text
+    if repository or sha or version:
+        if not re.fullmatch(r"[A-Za-z0-9-]+/[A-Za-z0-9_.-]+", repository):
+            raise StampError(f"--repository must be owner/name, got {repository!r}")
+        if not re.fullmatch(r"[0-9a-f]{40}", sha) or sha == PLACEHOLDER_SHA:
+            raise StampError(f"--sha must be a full 40-character commit hash, got {sha!r}")
+        if not re.fullmatch(r"v\d+\.\d+\.\d+", version):
+            raise StampError(f"--version must look like v1.2.3, got {version!r}")
+        stamped = PIN.sub(
+            lambda m: f"{m['lead']}{repository}{m['path']}@{sha} # {version}", stamped
+        )
+        # The header's notes about the placeholders give way to one about the pin.
+        note = f"#   - Pinned to {repository} {version},\n#     commit {sha}.\n"
+        stamped = _drop_bullets(stamped, OWNER, note)
+        left = [line.strip() for line in stamped.splitlines() if PLACEHOLDER_SHA in line]
+        if left:
+            raise StampError(f"placeholder pins that do not have the expected form: {left}")
     if default_branch:
+        if not re.fullmatch(r"[\w./-]+", default_branch):
+            raise StampError(f"--default-branch must be a branch name, got {default_branch!r}")
         stamped = _drop_bullets(stamped, "$default-branch", "")
         stamped = stamped.replace("$default-branch", default_branch)
-    left = [line.strip() for line in stamped.splitlines() if PLACEHOLDER_SHA in line]
-    if left:
-        raise StampError(f"placeholder pins that do not have the expected form: {left}")
     return stamped
 
 
@@ -80,13 +91,15 @@ def _drop_bullets(text: str, needle: str, replacement: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repository", required=True, help="owner/name of mlops-actions")
-    parser.add_argument("--sha", required=True, help="the released commit")
-    parser.add_argument("--version", required=True, help="the release tag, vX.Y.Z")
+    parser.add_argument("--repository", default="", help="owner/name of mlops-actions")
+    parser.add_argument("--sha", default="", help="the released commit")
+    parser.add_argument("--version", default="", help="the release tag, vX.Y.Z")
     parser.add_argument("--default-branch", default="", help="fill in $default-branch too")
     parser.add_argument("source", type=Path, help="the templates' directory")
     parser.add_argument("output", type=Path, help="where the stamped copies go")
     args = parser.parse_args(argv)
+    if not (args.sha or args.default_branch):
+        parser.error("give --repository, --sha and --version, or --default-branch, or all four")
     templates = sorted(args.source.glob("*.yml"))
     if not templates:
         print(f"error: no templates (*.yml) in {args.source}", file=sys.stderr)
@@ -103,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for properties in sorted(args.source.glob("*.properties.json")):
         shutil.copyfile(properties, args.output / properties.name)
-    print(f"stamped {len(templates)} templates into {args.output}: {args.repository}@{args.sha}")
+    pinned = f"{args.repository}@{args.sha}" if args.sha else "pins left as placeholders"
+    print(f"stamped {len(templates)} templates into {args.output}: {pinned}")
     return 0
 
 
