@@ -385,7 +385,10 @@ def test_workers_default_to_the_cpus_the_container_may_use(tmp_path: Path) -> No
     cpu_max.write_text(f"{100000 * (cpus + 4)} 100000\n")  # a quota above the CPU set
     assert available_cpus(cpu_max) == cpus
     assert worker_count("3") == 3
-    assert worker_count("auto") == available_cpus()
+    assert worker_count("auto") == min(available_cpus(), 8)
+    assert worker_count("auto", lambda: 2) == 2
+    assert worker_count("", lambda: 64) == 8  # a pod without a CPU limit on a big node
+    assert worker_count("12") == 12  # the cap is for the default only
     for bad in ("0", "-1", "two"):
         with pytest.raises(SystemExit, match="MLSERVING_WORKERS"):
             worker_count(bad)

@@ -5,7 +5,7 @@ Settings come from the environment, so `docker run -e` changes them without a re
   MLSERVING_MODEL_DIR        model directory (default /opt/ml/model)
   MLSERVING_HOST / _PORT     listen address (default 0.0.0.0:8080)
   MLSERVING_WORKERS          worker processes: a number, or `auto` (default): one per CPU the
-                             container may use (its CPU quota, else its CPU set)
+                             container may use (its CPU quota, else its CPU set), at most 8
   MLSERVING_MAX_BODY_BYTES   largest request body (default 52428800, 50 MiB)
   MLSERVING_TIMEOUT_SECONDS  longest prediction before 504 (default 60)
   MLSERVING_GRACEFUL_SECONDS time given to in-flight requests on SIGTERM (default 30)
@@ -20,10 +20,14 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+# `auto` stops here: a pod without a CPU limit sees every CPU of its node, and each worker
+# holds its own copy of what it touches. More workers than this is a decision, not a default.
+AUTO_WORKERS_CAP = 8
 
 
 def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
@@ -39,9 +43,9 @@ def available_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
     return max(1, min(cpus, math.ceil(int(quota) / int(period))))
 
 
-def worker_count(value: str) -> int:
+def worker_count(value: str, cpus: Callable[[], int] = available_cpus) -> int:
     if value.strip().lower() in ("", "auto"):
-        return available_cpus()
+        return min(cpus(), AUTO_WORKERS_CAP)
     if not value.strip().isdigit() or int(value) < 1:
         raise SystemExit(f"MLSERVING_WORKERS must be at least 1, or auto; got {value!r}")
     return int(value)
