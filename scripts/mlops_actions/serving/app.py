@@ -87,40 +87,39 @@ def _rows(data: Any) -> int:
     return len(data) if isinstance(data, list) else 1
 
 
-class State:
-    model: MeasuredModel | None = None
-    input_schema: Any = None
-    short_road: bool = False
+@dataclass(frozen=True)
+class Loaded:
+    model: MeasuredModel
+    input_schema: Any
+    short_road: bool
 
 
-def _answer(body: bytes, content_type: str, state: State) -> Any:
+def _answer(body: bytes, content_type: str, loaded: Loaded) -> Any:
     """MLflow's answer to an /invocations request, by the short road when it can take it."""
     from mlflow.pyfunc import scoring_server
 
-    if state.short_road:
+    if loaded.short_road:
         frame = scoring.dataframe_or_none(body, content_type)
         if frame is not None:
             try:
-                text = scoring.predictions_json(state.model.predict(frame))  # type: ignore[union-attr]
+                text = scoring.predictions_json(loaded.model.predict(frame))
             except Exception:  # noqa: S110 - MLflow's road answers, or explains
                 pass
             else:
                 return scoring_server.InvocationsResponse(text, 200, "application/json")
     return scoring_server.invocations(  # type: ignore[no-untyped-call]
-        body, content_type, state.model, state.input_schema
+        body, content_type, loaded.model, loaded.input_schema
     )
 
 
-def _load(settings: Settings, state: State) -> None:
+def _load(settings: Settings) -> Loaded:
     import mlflow
     import mlflow.pyfunc
 
     start = time.perf_counter()
     model = mlflow.pyfunc.load_model(settings.model_dir)
     metrics.MODEL_LOAD_SECONDS.set(time.perf_counter() - start)
-    state.model = MeasuredModel(model)
-    state.input_schema = model.metadata.get_input_schema()
-    state.short_road = scoring.takes_short_road(model.metadata, state.input_schema)
+    input_schema = model.metadata.get_input_schema()
     info = model.metadata
     flavor = next((f for f in (info.flavors or {}) if f != "python_function"), "python_function")
     metrics.MODEL_INFO.labels(
@@ -131,13 +130,14 @@ def _load(settings: Settings, state: State) -> None:
         mlflow_version=mlflow.__version__,
         python_version=platform.python_version(),
     ).set(1)
+    return Loaded(MeasuredModel(model), input_schema, scoring.takes_short_road(info, input_schema))
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_environment()
-    state = State()
-    # Loaded before the server listens, and before workers fork: they share its memory.
-    _load(settings, state)
+    # Loaded before the server listens, and before workers fork: they share its memory. So
+    # every route answers with the model in place; there is no "loading" answer to give.
+    loaded = _load(settings)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -145,8 +145,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         yield
 
     async def ping(_request: Request) -> Response:
-        if state.model is None:
-            return PlainTextResponse("loading\n", status_code=503)
         return PlainTextResponse("\n")
 
     async def version(_request: Request) -> Response:
@@ -168,8 +166,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def invocations(request: Request) -> Response:
         from mlflow.exceptions import MlflowException
 
-        if state.model is None:
-            return PlainTextResponse("model not loaded\n", status_code=503)
         body = await _read_body(request, settings.max_body_bytes)
         if body is None:
             metrics.ERRORS.labels("too_large").inc()
@@ -179,7 +175,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
         content_type = request.headers.get("content-type", "")
         metrics.LAST_REQUEST.set(time.time())
-        call = asyncio.to_thread(_answer, body, content_type, state)
+        call = asyncio.to_thread(_answer, body, content_type, loaded)
         try:
             result = await asyncio.wait_for(call, timeout=settings.timeout_seconds)
         except asyncio.TimeoutError:
