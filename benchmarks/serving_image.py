@@ -160,9 +160,8 @@ def remove_images(client: Any, repository: str) -> None:
     client.images.prune()
 
 
-def build_ours(version: int, env: dict[str, str], workdir: Path, docker_cli: str) -> dict[str, str]:
-    outputs = workdir / f"ours-{version}.out"
-    outputs.write_text("")
+def build_ours(version: int, env: dict[str, str], workdir: Path, docker_cli: str) -> str:
+    """`mlops-actions build-push` without push or smoke test; the image it tags `v<version>`."""
     command = [
         str(Path(sys.executable).parent / "mlops-actions"),
         "build-push",
@@ -179,32 +178,12 @@ def build_ours(version: int, env: dict[str, str], workdir: Path, docker_cli: str
         "--docker-cli",
         docker_cli,
     ]
-    run_env = {**env, "GITHUB_OUTPUT": str(outputs)}
     result = subprocess.run(
-        command, env=run_env, cwd=workdir, capture_output=True, text=True, check=False
+        command, env=env, cwd=workdir, capture_output=True, text=True, check=False
     )
     if result.returncode:
         raise SystemExit(f"our build failed:\n{result.stdout}\n{result.stderr}")
-    return parse_outputs(outputs.read_text())
-
-
-def parse_outputs(text: str) -> dict[str, str]:
-    """GITHUB_OUTPUT: `name=value` lines and `name<<DELIMITER` blocks."""
-    outputs: dict[str, str] = {}
-    lines = iter(text.splitlines())
-    for line in lines:
-        if "<<" in line:
-            name, delimiter = line.split("<<", 1)
-            value = []
-            for body in lines:
-                if body == delimiter:
-                    break
-                value.append(body)
-            outputs[name] = "\n".join(value)
-        elif "=" in line:
-            name, value_text = line.split("=", 1)
-            outputs[name] = value_text
-    return outputs
+    return f"{OURS_REPOSITORY}:v{version}"
 
 
 def build_mlflow(version: int, env: dict[str, str], workdir: Path, docker_cli: str) -> str:
@@ -386,8 +365,7 @@ def main() -> int:
             seconds, first = timed(build, 1, env, workdir, args.docker_cli)
             log(f"{side}: rebuild for version 2")
             rebuild_seconds, second = timed(build, 2, env, workdir, args.docker_cli)
-            first_id = first["image-id"] if side == "ours" else client.images.get(first).id
-            second_id = second["image-id"] if side == "ours" else client.images.get(second).id
+            first_id, second_id = client.images.get(first).id, client.images.get(second).id
             sides[side].update(
                 cold_build_s=seconds,
                 rebuild_s=rebuild_seconds,
