@@ -1,5 +1,7 @@
 """An HTTP proxy in front of a real server that injects faults: 5xx answers for chosen requests,
-and a hook that runs before a chosen request is forwarded (to kill and restart the server)."""
+and a hook that runs before a chosen request is forwarded (to kill and restart the server).
+It can also stand for an authenticating reverse proxy: with `require_authorization`, a request
+without that exact Authorization header is answered 401 and not forwarded."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class FaultProxy:
     url: str = ""
     faults: list[Fault] = field(default_factory=list)
     seen: list[tuple[str, int]] = field(default_factory=list)  # ("METHOD /path", status)
+    require_authorization: str = ""  # e.g. "Bearer <token>"
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, pattern: str) -> int:
@@ -65,7 +68,13 @@ class FaultProxy:
                 if fault is not None and fault.before is not None:
                     fault.before()
                     fault = None
-                if fault is not None:
+                refused = bool(proxy.require_authorization) and (
+                    self.headers.get("Authorization") != proxy.require_authorization
+                )
+                if refused:
+                    scheme = proxy.require_authorization.split(" ", 1)[0]
+                    status, headers, data = 401, [("WWW-Authenticate", scheme)], b""
+                elif fault is not None:
                     status, headers, data = fault.status, [], b'{"error_code": "INJECTED"}'
                 else:
                     forwarded = {
@@ -84,7 +93,7 @@ class FaultProxy:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PATCH = do_DELETE = _handle
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -42,20 +42,19 @@ import base64
 import json
 import shutil
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import free_port, service_unavailable, stop, wait_http
+from tests.fault_proxy import FaultProxy
 
 PUSHGATEWAY_BINARY = "/usr/bin/prometheus-pushgateway"
 PROMETHEUS_BINARY = "/usr/bin/prometheus"
@@ -213,57 +212,18 @@ def auth_pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushg
     gateway.stop()
 
 
-def _bearer_proxy(upstream: str, token: str) -> ThreadingHTTPServer:
-    """Forward requests that carry the bearer token; answer 401 to the others."""
-    target = urllib.parse.urlsplit(upstream)
-
-    class Handler(BaseHTTPRequestHandler):
-        def _handle(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            if self.headers.get("Authorization") != f"Bearer {token}":
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", "Bearer")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            request = urllib.request.Request(
-                f"{target.scheme}://{target.netloc}{self.path}",
-                data=body,
-                method=self.command,
-                headers={"Content-Type": self.headers.get("Content-Type", "text/plain")},
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    status, data = response.status, response.read()
-            except urllib.error.HTTPError as error:
-                status, data = error.code, error.read()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_DELETE = _handle
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 @pytest.fixture
 def bearer_pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pushgateway]:
     """A real Pushgateway behind a reverse proxy that wants a bearer token."""
     gateway = _new_pushgateway(
         tmp_path_factory.mktemp("bearer-pushgateway"), token=PUSHGATEWAY_TOKEN
     )
-    proxy = _bearer_proxy(gateway.direct_url, PUSHGATEWAY_TOKEN)
-    gateway.url = f"http://127.0.0.1:{proxy.server_address[1]}"
+    proxy = FaultProxy(gateway.direct_url, require_authorization=f"Bearer {PUSHGATEWAY_TOKEN}")
+    server = proxy.serve()
+    gateway.url = proxy.url
     yield gateway
-    proxy.shutdown()
-    proxy.server_close()
+    server.shutdown()
+    server.server_close()
     gateway.stop()
 
 
