@@ -157,3 +157,85 @@ def test_input_tags_and_parameters_add_to_those_in_the_file(tmp_path: Path) -> N
     assert cfg.get("train.project.parameters") == {"C": "0.5", "seed": 7}
     assert cfg.source("train.tags.stage") == "input tags"
     assert cfg.source("train.tags.team") == "file mlops.yaml"
+
+
+# ----------------------------------------------------------------------------- YAML limits
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "version: 1\ndata:\n  jobs: 2\nversion: 1\n",
+            r"mlops\.yaml:4: duplicate key \$\.version \(first set at line 1\)",
+        ),
+        (
+            "gate:\n  history: 3\n  advisory: true\n  history: 5\n",
+            r"mlops\.yaml:4: duplicate key \$\.gate\.history \(first set at line 2\)",
+        ),
+        (
+            "gate:\n  rules:\n    - metric: a\n      direction: higher\n"
+            "    - {metric: b, direction: lower, metric: c}\n",
+            r"mlops\.yaml:5: duplicate key \$\.gate\.rules\[1\]\.metric \(first set at line 5\)",
+        ),
+    ],
+)
+def test_duplicate_keys_name_both_lines(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected) as caught:
+        config.resolve(config_path=write(tmp_path, text), environ={})
+    assert caught.value.line == int(expected.split(":")[1])  # type: ignore[attr-defined]
+
+
+def test_duplicate_keys_in_the_rules_input_are_an_error() -> None:
+    rules = "- metric: accuracy\n  direction: higher\n  threshold: 0.8\n  threshold: 0.9\n"
+    with pytest.raises(
+        ConfigError, match=r"input 'rules', line 4: duplicate key \$\[0\]\.threshold"
+    ):
+        config.resolve(config_path=None, environ={}, inputs={"gate.rules": ("rules", rules)})
+    as_json = '[{"metric": "accuracy", "direction": "higher", "direction": "lower"}]'
+    with pytest.raises(ConfigError, match=r"line 1: duplicate key \$\[0\]\.direction"):
+        config.resolve(config_path=None, environ={}, inputs={"gate.rules": ("rules", as_json)})
+
+
+def test_anchors_and_merge_keys_still_work(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "gate:\n  rules:\n"
+        "    - &accuracy {metric: accuracy, direction: higher, threshold: 0.8}\n"
+        "    - <<: *accuracy\n      metric: f1\n"  # overriding a merged key is no duplicate
+        "train:\n  tags: &tags {team: a}\n"
+        "  project: {uri: ., parameters: *tags}\n",
+    )
+    cfg = config.resolve(config_path=path, environ={})
+    assert cfg.get("gate.rules")[1] == {"metric": "f1", "direction": "higher", "threshold": 0.8}
+    assert cfg.get("train.project.parameters") == {"team": "a"}
+
+
+def billion_laughs(levels: int) -> str:
+    lines = ["version: 1", "train:", "  tags:", "    a: &a [lol, lol, lol, lol, lol, lol, lol]"]
+    for previous, name in zip("abcdefghij", "bcdefghijk"[: levels - 1], strict=False):
+        lines.append(f"    {name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(30)  # it took 44 s and 1.1 GB before the bound
+def test_an_alias_bomb_is_refused_at_its_line(tmp_path: Path) -> None:
+    from tests.conftest import assert_one_line_error, clean_env, run_cli
+
+    path = write(tmp_path, billion_laughs(7))
+    with pytest.raises(ConfigError, match=r"mlops\.yaml:9: the document expands to more than"):
+        config.resolve(config_path=path, environ={})
+    validated = run_cli(["config", "validate"], tmp_path, clean_env(tmp_path), timeout=60)
+    assert validated.returncode == 2
+    assert_one_line_error(validated, "mlops.yaml:9", "100,000 nodes")
+    with pytest.raises(ConfigError, match="an alias refers to a node that holds it"):
+        config.resolve(config_path=write(tmp_path, "train:\n  tags: &t {a: *t}\n"), environ={})
+
+
+def test_a_config_over_the_size_limit_is_refused_with_the_limit(tmp_path: Path) -> None:
+    path = write(tmp_path, "version: 1\n" + "# padding\n" * 120_000)  # 1.2 MB of comments
+    with pytest.raises(ConfigError, match=r"mlops\.yaml is larger than 1 MiB \(1,048,576 bytes\)"):
+        config.resolve(config_path=path, environ={})
+    rules = "[" + "{metric: a, direction: higher}, " * 40_000 + "]"
+    with pytest.raises(ConfigError, match="input 'rules' is larger than 1 MiB"):
+        config.resolve(config_path=None, environ={}, inputs={"gate.rules": ("rules", rules)})

@@ -12,6 +12,7 @@ import difflib
 import functools
 import json
 import re
+import reprlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,8 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema
-import yaml
 
+from . import user_yaml
 from .errors import ConfigError
 
 CONFIG_FILE_NAME = "mlops.yaml"
@@ -184,10 +185,7 @@ def coerce(raw: str, leaf: Mapping[str, Any], where: str) -> Any:
 
 def _parse_document(text: str, where: str, kind: type) -> Any:
     """A YAML (or JSON, which is YAML) value of the given kind, e.g. a list of gate rules."""
-    try:
-        parsed = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where} is not valid YAML or JSON: {exc}") from None
+    parsed, _ = user_yaml.load(text, where, is_file=False)
     if not isinstance(parsed, kind):
         raise ConfigError(f"{where} must be a YAML or JSON {'list' if kind is list else 'mapping'}")
     return parsed
@@ -247,17 +245,17 @@ def _describe(error: jsonschema.ValidationError) -> str:
         got = type(error.instance).__name__
         expected = error.validator_value
         wanted = " or ".join(expected) if isinstance(expected, list) else expected
-        return f"{path}: expected {wanted}, got {got} {error.instance!r}"
+        return f"{path}: expected {wanted}, got {got} {_short(error.instance)}"
     if error.validator in ("enum", "const"):
         value = error.validator_value
         options = value if error.validator == "enum" and isinstance(value, list) else [value]
-        return f"{path}: {error.instance!r} is not one of {', '.join(map(repr, options))}"
+        return f"{path}: {_short(error.instance)} is not one of {', '.join(map(repr, options))}"
     if error.validator == "minLength":
         return f"{path}: must not be empty"
     if error.validator == "pattern" and isinstance(error.instance, str):
         if _url_password(error.instance):  # never echo a password, not even in an error
             return f"{path}: the URL has credentials in it; pass them in the environment instead"
-        return f"{path}: {error.instance!r} does not match {error.validator_value!r}"
+        return f"{path}: {_short(error.instance)} does not match {error.validator_value!r}"
     branches = error.validator_value if error.validator == "anyOf" else None
     if isinstance(branches, list) and all(set(branch) == {"required"} for branch in branches):
         keys = [key for branch in branches for key in branch["required"]]
@@ -265,6 +263,18 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "not" and error.validator_value == {"required": ["command", "project"]}:
         return f"{path}: set either 'command' or 'project', not both"
     return f"{path}: {error.message}"
+
+
+# A value in an error stays short, however large the document (one error line, not a megabyte).
+MAX_REPORTED = 20  # errors listed in one message
+
+
+def _short(value: Any) -> str:
+    short = reprlib.Repr()  # keyword arguments only from Python 3.12
+    short.maxstring = short.maxother = 80
+    short.maxlist = short.maxdict = 4
+    short.maxlevel = 2
+    return short.repr(value)
 
 
 def _url_password(text: str) -> str:
@@ -290,7 +300,9 @@ def validate(
     errors = sorted(validator.iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
     if not errors:
         return
-    described = [_describe(e) for e in errors]
+    described = [_describe(e) for e in errors[:MAX_REPORTED]]
+    if len(errors) > MAX_REPORTED:
+        described.append(f"and {len(errors) - MAX_REPORTED} more")
     first_line = None
     if lines:
         first_line = lines.get(_error_location(errors[0]))
@@ -304,48 +316,25 @@ def validate(
 # ----------------------------------------------------------------------------- loading
 
 
-def _line_map(text: str) -> dict[tuple[Any, ...], int]:
-    """1-based line of every key in a YAML document, by its JSON path."""
-    lines: dict[tuple[Any, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
-        lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                child = (*path, key_node.value)
-                lines[child] = key_node.start_mark.line + 1
-                walk(value_node, child)
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                walk(item, (*path, index))
-
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
 def read_file(path: Path) -> dict[str, Any]:
     """Parse and validate one mlops.yaml; an empty file is an empty config."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as stream:  # read no further than the limit: not /dev/zero either
+            data = stream.read(user_yaml.MAX_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if len(data) > user_yaml.MAX_BYTES:
+        raise user_yaml.too_large(str(path))
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: not valid YAML: {problem}", "fix the YAML syntax") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (byte {exc.start})", "save it as UTF-8") from None
+    document, lines = user_yaml.load(text, str(path))
     if document is None:
         return {}
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections", SCHEMA_HINT)
-    validate(document, origin=str(path), lines=_line_map(text))
+    validate(document, origin=str(path), lines=lines)
     return document
 
 
