@@ -384,7 +384,7 @@ def docker_client() -> Any:
         client = docker.from_env(timeout=120)
         client.ping()
     except Exception as error:
-        service_unavailable(f"Docker engine ({error})")
+        service_unavailable(f"Docker engine (start dockerd, or run ./dev setup): {error}")
     return client
 
 

@@ -16,6 +16,8 @@ import pytest
 from mlops_actions import image
 from tests.conftest import save_iris_model
 
+pytestmark = pytest.mark.docker
+
 CA_BUNDLE = os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().cafile or ""
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import yaml
 
 from tests.conftest import (
@@ -635,6 +636,7 @@ def by_label(result: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...]
     }
 
 
+@pytest.mark.e2e
 def test_every_dashboard_query_returns_data_from_a_real_prometheus(
     example: Path,
     tmp_path: Path,

@@ -376,6 +376,7 @@ def step_names(job: JobResult) -> list[tuple[str, str]]:
     return [(s.name, s.outcome) for s in job.steps]
 
 
+@pytest.mark.e2e
 def test_pull_request_template_reports_a_pass_then_a_rejection(
     tmp_path: Path, mlflow_server: str, github: FakeGitHub, auth_pushgateway: Any
 ) -> None:
@@ -504,6 +505,8 @@ def registry_digest(registry: str, repository: str, tag: str) -> str:
         return str(response.headers["Docker-Content-Digest"])
 
 
+@pytest.mark.docker
+@pytest.mark.e2e
 @pytest.mark.timeout(900)
 def test_main_template_promotes_after_approval_and_rollback_restores(
     tmp_path: Path,
@@ -700,6 +703,7 @@ def repository_copy(tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("job_id", ["pipeline", "train-fails", "gate-rejects", "bad-inputs"])
 def test_selftest_jobs_pass_here(tmp_path: Path, job_id: str) -> None:
