@@ -377,7 +377,7 @@ BASE_IMAGE = "mlops-actions-test/python-base:bookworm"
 
 @pytest.fixture(scope="session")
 def docker_client() -> Any:
-    """docker-py connected to a running Docker engine (Debian's docker.io, started by CI)."""
+    """docker-py on a running Docker engine (Debian's docker.io; ./dev setup starts it)."""
     try:
         import docker
 
