@@ -13,6 +13,8 @@ EXIT_REJECTED = 1  # the work ran and said no (a failing gate, later stages)
 EXIT_USAGE = 2  # bad input, config or missing value: fix the workflow or mlops.yaml
 EXIT_SERVICE = 3  # a service (tracking server, DVC remote, ...) failed or could not be reached
 EXIT_CONFLICT = 4  # the registry changed under us (an alias moved, a promotion is running)
+EXIT_TRAINING_FAILED = 5  # `run`: the training command failed (`train` keeps the command's status)
+EXIT_CANCELLED = 128  # + the signal, as a shell reports it: 130 SIGINT, 143 SIGTERM
 EXIT_INTERNAL = 70  # a bug in mlops-actions (EX_SOFTWARE): a traceback is printed
 
 
@@ -52,3 +54,25 @@ class CommandFailed(MlopsError):
     def __init__(self, message: str, exit_code: int, hint: str = "") -> None:
         super().__init__(message, hint)
         self.exit_code = exit_code
+
+
+class StepCancelled(MlopsError):
+    """The step got SIGINT or SIGTERM (a cancelled job): it exits 128 + the signal."""
+
+    title = "cancelled"
+
+    def __init__(self, message: str, signum: int, hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.signum = signum
+        self.exit_code = EXIT_CANCELLED + signum
+
+
+class Cancelled(KeyboardInterrupt):
+    """Raised by our SIGINT/SIGTERM handler. Like KeyboardInterrupt it is no Exception, so a
+    client library's `except Exception` cannot swallow it, and code that cleans up on Ctrl-C
+    cleans up on SIGTERM too. Verbs turn it into StepCancelled at their boundary."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = EXIT_CANCELLED + signum

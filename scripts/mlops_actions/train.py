@@ -3,7 +3,9 @@
 The child gets MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME/ID and MLFLOW_RUN_ID, so user code
 that calls `mlflow.start_run()` logs into our run. Whatever the child does, the run ends in a
 terminal state that matches the exit status: FINISHED (0), FAILED (non-zero) or KILLED
-(SIGTERM/SIGINT, which are forwarded to the child's process group). Never left RUNNING.
+(SIGTERM/SIGINT: the whole process tree the command started is ended, see `proctree`). Never
+left RUNNING, however early the signal comes: the handlers go in before the run is created
+(see `cancellation`), and the processes the command leaves behind are ended when it exits.
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import tracking
-from .errors import CommandFailed, ConfigError, ServiceError
+from .cancellation import Cancellation, as_step_error
+from .errors import (
+    EXIT_CANCELLED,
+    Cancelled,
+    CommandFailed,
+    ConfigError,
+    ServiceError,
+    StepCancelled,
+)
+from .proctree import ProcessTree
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -75,52 +86,44 @@ class TrainResult:
         return self.status == "FINISHED"
 
 
-class _Cancelled(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+def _signal_all(tree: ProcessTree, process: subprocess.Popen[bytes], signum: int) -> None:
+    # The group too: without a subreaper (not Linux) its orphans are out of the tree's sight.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
+    tree.signal(signum)
 
 
 def run_supervised(
-    argv: list[str], cwd: Path, env: Mapping[str, str], grace: float = TERMINATION_GRACE_SECONDS
-) -> tuple[int, int | None]:
-    """Run a child in its own process group; forward SIGTERM/SIGINT to the whole group.
+    argv: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    cancellation: Cancellation,
+    grace: float = TERMINATION_GRACE_SECONDS,
+) -> int:
+    """Run a child in its own session and end every process it started, whatever happens.
 
-    Returns (exit status, signal we received or None). A child killed by signal N reports
-    128 + N, as a shell would.
+    On cancellation (SIGINT or SIGTERM: `cancellation` only records it meanwhile) the whole tree
+    gets SIGTERM, then SIGKILL after `grace` seconds. When the child exits, what it left running
+    gets the same. Returns the child's exit status; killed by signal N, 128 + N as a shell says.
     """
-    received: list[int] = []
-    process = subprocess.Popen(argv, cwd=cwd, env=dict(env), start_new_session=True)
-
-    def forward(signum: int, _frame: object) -> None:
-        if not received:
-            received.append(signum)
-            _signal_group(process, signal.SIGTERM)
-
-    watched = (signal.SIGTERM, signal.SIGINT)
-    previous = {s: signal.signal(s, forward) for s in watched}
-    try:
+    with ProcessTree() as tree, cancellation.deferred():
+        process = subprocess.Popen(argv, cwd=cwd, env=dict(env), start_new_session=True)
         deadline: float | None = None
         while True:
             try:
                 code = process.wait(timeout=0.2)
                 break
             except subprocess.TimeoutExpired:
-                if received and deadline is None:
-                    deadline = time.monotonic() + grace
-                if deadline is not None and time.monotonic() > deadline:
-                    _signal_group(process, signal.SIGKILL)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if code < 0:
-        code = 128 - code
-    return code, (received[0] if received else None)
+                pass
+            if cancellation.cancelled and deadline is None:
+                deadline = time.monotonic() + grace
+                _signal_all(tree, process, signal.SIGTERM)
+            elif deadline is not None and time.monotonic() > deadline:
+                _signal_all(tree, process, signal.SIGKILL)
+        left = grace if deadline is None else max(0.0, deadline - time.monotonic())
+        tree.end(left)
+        # Leaving `deferred` raises Cancelled if a signal came: the caller closes the run KILLED.
+    return 128 - code if code < 0 else code
 
 
 def _child_environment(request: TrainRequest, experiment_id: str, run_id: str) -> dict[str, str]:
@@ -170,8 +173,12 @@ def _run_delegated(
     experiment_id: str,
     run_id: str | None,
     tag_run: Callable[[str], None],
-) -> tuple[str, int, int | None]:
-    """Hand the project to MLflow's own backend (Kubernetes, Databricks, plugins, conda...)."""
+    cancellation: Cancellation,
+) -> tuple[str, int]:
+    """Hand the project to MLflow's own backend (Kubernetes, Databricks, plugins, conda...).
+
+    Returns (run id, exit status); on cancellation the submitted run is cancelled first.
+    """
     import mlflow
     import mlflow.projects
     from mlflow.exceptions import ExecutionException, MlflowException
@@ -183,50 +190,48 @@ def _run_delegated(
     if isinstance(backend_config, Mapping):
         backend_config = dict(backend_config)
     local = spec.backend == LOCAL_BACKEND
-
-    def cancel(signum: int, _frame: object) -> None:
-        raise _Cancelled(signum)
-
-    watched = (signal.SIGTERM, signal.SIGINT)
-    previous = {s: signal.signal(s, cancel) for s in watched}
     submitted = None
-    try:
-        submitted = mlflow.projects.run(  # type: ignore[no-untyped-call]
-            spec.uri,
-            entry_point=spec.entry_point,
-            parameters=dict(spec.parameters),
-            experiment_id=experiment_id,
-            backend=spec.backend,
-            backend_config=backend_config,
-            env_manager=spec.env_manager,
-            # The local backend honours our run; remote backends create their own run,
-            # which we tag as soon as it exists.
-            run_id=run_id if local else None,
-            run_name=request.run_name,
-            synchronous=local,
-        )
-        if not local:
-            tag_run(submitted.run_id)
-            ok = submitted.wait()
-            return submitted.run_id, 0 if ok else 1, None
-        return submitted.run_id, 0, None
-    except ExecutionException as exc:
-        if run_id is None:
-            raise ServiceError(f"MLflow Projects backend '{spec.backend}' failed: {exc}") from None
-        return run_id, 1, None
-    except _Cancelled as cancelled:
-        if submitted is not None:
-            submitted.cancel()
-        return (
-            (submitted.run_id if submitted else run_id or ""),
-            128 + cancelled.signum,
-            (cancelled.signum),
-        )
-    except MlflowException as exc:
-        raise ConfigError(f"MLflow Project '{spec.uri}': {exc}") from None
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    # A remote submission returns as soon as its run exists: let it, so that a signal meanwhile
+    # still finds the run to cancel. A local one is the training itself: a signal interrupts it.
+    submitting = contextlib.nullcontext() if local else cancellation.deferred()
+    with ProcessTree() as tree:
+        try:
+            with submitting:
+                submitted = mlflow.projects.run(  # type: ignore[no-untyped-call]
+                    spec.uri,
+                    entry_point=spec.entry_point,
+                    parameters=dict(spec.parameters),
+                    experiment_id=experiment_id,
+                    backend=spec.backend,
+                    backend_config=backend_config,
+                    env_manager=spec.env_manager,
+                    # The local backend honours our run; remote backends create their own run,
+                    # which we tag as soon as it exists.
+                    run_id=run_id if local else None,
+                    run_name=request.run_name,
+                    synchronous=local,
+                )
+            if not local:
+                tag_run(submitted.run_id)
+                ok = submitted.wait()
+                return submitted.run_id, 0 if ok else 1
+            return submitted.run_id, 0
+        except ExecutionException as exc:
+            if run_id is None:
+                raise ServiceError(
+                    f"MLflow Projects backend '{spec.backend}' failed: {exc}"
+                ) from None
+            return run_id, 1
+        except Cancelled as cancelled:
+            if submitted is not None:
+                submitted.cancel()
+            return (submitted.run_id if submitted else run_id or ""), (
+                EXIT_CANCELLED + cancelled.signum
+            )
+        except MlflowException as exc:
+            raise ConfigError(f"MLflow Project '{spec.uri}': {exc}") from None
+        finally:
+            tree.end(TERMINATION_GRACE_SECONDS)  # what a local environment manager left running
 
 
 def _final_status(exit_code: int, signum: int | None) -> str:
@@ -235,8 +240,33 @@ def _final_status(exit_code: int, signum: int | None) -> str:
     return "FINISHED" if exit_code == 0 else "FAILED"
 
 
+def _close_run(
+    mlflow_client: MlflowClient,
+    uri: str,
+    run_id: str,
+    exit_code: int,
+    cancellation: Cancellation,
+) -> str:
+    """End the run; a signal meanwhile lets the request finish, then the run says KILLED."""
+    status = _final_status(exit_code, cancellation.signum)
+    with (
+        contextlib.suppress(Cancelled),
+        cancellation.deferred(),
+        tracking.tracking_server(uri, "closing the run"),
+    ):
+        mlflow_client.set_terminated(run_id, status)
+        if cancellation.cancelled and status != "KILLED":
+            status = "KILLED"  # cancelled while closing: the step was cancelled, the run says so
+            mlflow_client.set_terminated(run_id, status)
+    return status
+
+
 def run_training(request: TrainRequest, tags: Mapping[str, str]) -> TrainResult:
-    """Create the run, run the training in it, and close the run with the right status."""
+    """Create the run, run the training in it, and close the run with the right status.
+
+    A cancellation before the run exists raises StepCancelled; after, the run is closed KILLED
+    and the result says so (the caller reports it with `failure`).
+    """
     if bool(request.command) == bool(request.project):
         raise ConfigError(
             "nothing to train: set the `command` input (train.command) or train.project"
@@ -249,6 +279,17 @@ def run_training(request: TrainRequest, tags: Mapping[str, str]) -> TrainResult:
             f"working directory {request.working_directory} does not exist",
             "fix the `working-directory` input (train.working_directory)",
         )
+    # Before anything is created: a signal from now on cannot leave a run RUNNING.
+    with Cancellation() as cancellation:
+        try:
+            return _train(request, tags, cancellation)
+        except Cancelled as cancelled:
+            raise as_step_error("training", cancelled) from None
+
+
+def _train(
+    request: TrainRequest, tags: Mapping[str, str], cancellation: Cancellation
+) -> TrainResult:
     uri = request.tracking_uri
     mlflow_client = tracking.client(uri, request.registry_uri)
     experiment_id = tracking.ensure_experiment(mlflow_client, request.experiment, uri)
@@ -261,57 +302,71 @@ def run_training(request: TrainRequest, tags: Mapping[str, str]) -> TrainResult:
 
     project = request.project
     run_id: str | None = None
-    if project is None or project.backend == LOCAL_BACKEND:
-        with tracking.tracking_server(uri, "creating the run"):
-            run = mlflow_client.create_run(experiment_id, run_name=request.run_name, tags=all_tags)
-        run_id = run.info.run_id
-
-    signum: int | None = None
     exit_code = 1
+    status = "FAILED"
+    metrics: dict[str, float] = {}
+    models: list[tracking.LoggedModelRef] = []
     try:
-        if project is not None and not project.runs_here:
-            run_id, exit_code, signum = _run_delegated(
-                project, request, experiment_id, run_id, tag_run
-            )
-        else:
-            assert run_id is not None
-            if project is not None:
-                with tracking.tracking_server(uri, "logging the project's parameters"):
-                    argv, cwd = _project_command(project, mlflow_client, run_id)
+        try:
+            if project is None or project.backend == LOCAL_BACKEND:
+                # A signal during the request must not lose the run: it is closed KILLED below.
+                with cancellation.deferred(), tracking.tracking_server(uri, "creating the run"):
+                    run_id = mlflow_client.create_run(
+                        experiment_id, run_name=request.run_name, tags=all_tags
+                    ).info.run_id
+            if project is not None and not project.runs_here:
+                run_id, exit_code = _run_delegated(
+                    project, request, experiment_id, run_id, tag_run, cancellation
+                )
             else:
-                argv, cwd = ["bash", "-c", request.command or ""], request.working_directory
-            env = _child_environment(request, experiment_id, run_id)
-            exit_code, signum = run_supervised(argv, cwd, env)
+                assert run_id is not None
+                if project is not None:
+                    with tracking.tracking_server(uri, "logging the project's parameters"):
+                        argv, cwd = _project_command(project, mlflow_client, run_id)
+                else:
+                    argv, cwd = ["bash", "-c", request.command or ""], request.working_directory
+                env = _child_environment(request, experiment_id, run_id)
+                exit_code = run_supervised(argv, cwd, env, cancellation)
+            if run_id and not cancellation.cancelled:
+                with tracking.tracking_server(uri, "reading the run's results"):
+                    metrics = dict(mlflow_client.get_run(run_id).data.metrics)
+                    models = tracking.logged_models(mlflow_client, experiment_id, run_id)
+        except Cancelled:
+            if not run_id:
+                raise  # nothing was created: run_training reports the cancellation
     finally:
         # Whatever happened above, the run must not stay RUNNING.
         if run_id:
-            status = _final_status(exit_code, signum)
-            with tracking.tracking_server(uri, "closing the run"):
-                mlflow_client.set_terminated(run_id, status)
-    assert run_id is not None
-
-    with tracking.tracking_server(uri, "reading the run's results"):
-        finished = mlflow_client.get_run(run_id)
-        models = tracking.logged_models(mlflow_client, experiment_id, run_id)
+            status = _close_run(mlflow_client, uri, run_id, exit_code, cancellation)
+    if not run_id:
+        assert cancellation.signum is not None  # a remote backend cancelled before its run existed
+        raise Cancelled(cancellation.signum)
+    if cancellation.signum is not None:
+        exit_code = EXIT_CANCELLED + cancellation.signum
     return TrainResult(
         run_id=run_id,
         experiment_id=experiment_id,
-        status=finished.info.status,
+        status=status,
         exit_code=exit_code,
         run_url=tracking.run_ui_url(uri, experiment_id, run_id),
         model_uri=models[0].uri if models else "",
         model_uris=tuple(m.uri for m in models),
-        metrics=dict(finished.data.metrics),
+        metrics=metrics,
     )
 
 
-def failure(result: TrainResult) -> CommandFailed | None:
+def failure(result: TrainResult) -> CommandFailed | StepCancelled | None:
     """The error to raise for a run that did not finish, or None."""
     if result.succeeded:
         return None
-    what = "was cancelled" if result.status == "KILLED" else "failed"
+    if result.status == "KILLED" and result.exit_code > EXIT_CANCELLED:
+        return StepCancelled(
+            f"training was cancelled with exit status {result.exit_code}; MLflow run "
+            f"{result.run_id} is KILLED",
+            result.exit_code - EXIT_CANCELLED,
+        )
     return CommandFailed(
-        f"training {what} with exit status {result.exit_code}; MLflow run {result.run_id} "
+        f"training failed with exit status {result.exit_code}; MLflow run {result.run_id} "
         f"is {result.status}",
         result.exit_code,
         "the training output is in the log above",

@@ -18,18 +18,11 @@ from collections.abc import Callable, Sequence
 from .. import __version__, gha
 from ..errors import EXIT_INTERNAL, EXIT_OK, MlopsError
 from .build_push import cmd_build_push
-from .common import emit, load_config, report_error
+from .common import emit, load_config, mask_url_credentials, report_error
 from .config_cmds import cmd_config_show, cmd_config_validate
 from .dvc_pull import cmd_dvc_pull
 from .evaluate import cmd_evaluate, run_gate
-from .monitoring import (
-    MONITORED_VERBS,
-    StageRun,
-    _mask_url_credentials,
-    _monitoring_config,
-    _stage_of,
-    monitored,
-)
+from .monitoring import MONITORED_VERBS, StageRun, _monitoring_config, _stage_of, monitored
 from .options import (
     ALIAS_OPTIONS,
     CONFIG_OPTION,
@@ -43,9 +36,10 @@ from .options import (
     RUN_OPTIONS,
     TRAIN_OPTIONS,
     Option,
+    Parser,
     _add_options,
 )
-from .pipeline import cmd_run
+from .pipeline import RUN_EXIT_CODES, cmd_run
 from .push_metrics import cmd_push_metrics
 from .registry_cmds import (
     cmd_promote,
@@ -73,7 +67,7 @@ __all__ = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="mlops-actions",
         description="Carry a model from DVC data to a tracked MLflow run, locally or in CI.",
     )
@@ -150,12 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="an extra gauge; repeat for several",
     )
-    verb(
+    pipeline = verb(
         "run",
         cmd_run,
         "run the pipeline stages locally, in order: dvc-pull, train, evaluate, promote",
         RUN_OPTIONS,
     )
+    pipeline.epilog = RUN_EXIT_CODES
+    pipeline.formatter_class = argparse.RawDescriptionHelpFormatter
     version = verbs.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _args: print(__version__) or EXIT_OK)
 
@@ -196,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gha.mask_secret_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
-    _mask_url_credentials(args)
+    mask_url_credentials(args)
     _prepare_environment(str(args.verb))
     try:
         return _run_verb(args)

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__, gha, monitor
+from ..cancellation import cancellable
 from ..config import Config
 from ..errors import EXIT_OK
-from .common import _value, emit, load_config
+from .common import _value, emit, load_config, mlflow_uris
 from .dvc_pull import _targets
 from .monitoring import _observe
 from .options import MLFLOW_OPTIONS, TRAIN_OPTIONS
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
 
 def _train_request(config: Config, cwd: Path) -> Any:
-    from .. import tracking
     from ..train import ProjectSpec, TrainRequest
 
     project = config.get("train.project")
@@ -40,9 +40,10 @@ def _train_request(config: Config, cwd: Path) -> Any:
     experiment = config.get("mlflow.experiment") or (
         repository.rsplit("/", 1)[-1] if repository else cwd.name
     )
+    tracking_uri, registry_uri = mlflow_uris(config)
     return TrainRequest(
-        tracking_uri=tracking.resolve_tracking_uri(str(config.get("mlflow.tracking_uri", "")), cwd),
-        registry_uri=str(config.get("mlflow.registry_uri") or ""),
+        tracking_uri=tracking_uri,
+        registry_uri=registry_uri,
         experiment=str(experiment),
         working_directory=(cwd / str(config.get("train.working_directory", "."))),
         base_environment=dict(os.environ),
@@ -113,6 +114,9 @@ def run_train(config: Config, data_fingerprint: str) -> TrainResult:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    config = load_config(args, (*MLFLOW_OPTIONS, *TRAIN_OPTIONS))
-    run_train(config, _value(args, "data-fingerprint"))
+    # A signal while the config loads or the data is fingerprinted ends the step as 130/143
+    # too, not as a bare death by signal; run_training takes over before the run is created.
+    with cancellable("train"):
+        config = load_config(args, (*MLFLOW_OPTIONS, *TRAIN_OPTIONS))
+        run_train(config, _value(args, "data-fingerprint"))
     return EXIT_OK
