@@ -26,6 +26,7 @@ from tests.github_fake import FakeGitHub
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "iris"
+HOUSING = ROOT / "tests" / "projects" / "housing"  # a regressor, with a committed CSV
 BIN = Path(sys.executable).parent
 REQUIRE_SERVICES = os.environ.get("MLOPS_ACTIONS_REQUIRE_SERVICES") == "1"
 
@@ -278,9 +279,18 @@ def save_iris_model(path: Path, c: float = 1.0, example_rows: int = 2) -> Path:
 
 def copy_example(destination: Path) -> Path:
     """A fresh copy of the example project in its own git repository, data not pulled."""
-    project = destination / "iris"
+    return copy_project(EXAMPLE, destination)
+
+
+def copy_housing(destination: Path) -> Path:
+    """A fresh copy of the housing regression test project, in its own git repository."""
+    return copy_project(HOUSING, destination)
+
+
+def copy_project(source: Path, destination: Path) -> Path:
+    project = destination / source.name
     shutil.copytree(
-        EXAMPLE,
+        source,
         project,
         ignore=shutil.ignore_patterns(
             "mlflow.db", "mlruns", "mlartifacts", "cache", "tmp", "iris.csv", "__pycache__"
@@ -296,6 +306,11 @@ def copy_example(destination: Path) -> Path:
 @pytest.fixture
 def example(tmp_path: Path) -> Path:
     return copy_example(tmp_path)
+
+
+@pytest.fixture
+def housing(tmp_path: Path) -> Path:
+    return copy_housing(tmp_path)
 
 
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
