@@ -1,5 +1,6 @@
 """An HTTP proxy in front of a real server that injects faults: 5xx answers for chosen requests,
-and a hook that runs before a chosen request is forwarded (to kill and restart the server).
+a hook that runs before a chosen request is forwarded (to kill and restart the server), and a
+slow answer (the real server's, sent one byte at a time, like a gateway on a congested link).
 It can also stand for an authenticating reverse proxy: with `require_authorization`, a request
 without that exact Authorization header is answered 401 and not forwarded."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import http.client
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +23,7 @@ class Fault:
     status: int = 503
     times: int = 1  # how many matching requests get the fault; -1: all
     before: Callable[[], None] | None = None  # run once, before forwarding, instead of a status
+    trickle_seconds: float = 0.0  # instead of a status: forward, answer a byte every so often
 
 
 @dataclass
@@ -68,6 +71,9 @@ class FaultProxy:
                 if fault is not None and fault.before is not None:
                     fault.before()
                     fault = None
+                trickle = fault.trickle_seconds if fault is not None else 0.0
+                if trickle:
+                    fault = None
                 refused = bool(proxy.require_authorization) and (
                     self.headers.get("Authorization") != proxy.require_authorization
                 )
@@ -85,13 +91,19 @@ class FaultProxy:
                     status, headers, data = proxy._forward(self.command, self.path, forwarded, body)
                 with proxy._lock:
                     proxy.seen.append((request, status))
-                self.send_response(status)
-                for key, value in headers:
-                    if key.lower() not in {"transfer-encoding", "connection", "content-length"}:
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                if trickle:
+                    self.wfile = _Trickling(self.wfile, trickle)  # type: ignore[assignment]
+                    self.close_connection = True
+                try:
+                    self.send_response(status)
+                    for key, value in headers:
+                        if key.lower() not in {"transfer-encoding", "connection", "content-length"}:
+                            self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up: so do we
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
@@ -102,3 +114,20 @@ class FaultProxy:
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
+
+
+class _Trickling:
+    """A response stream that sends one byte every `seconds`."""
+
+    def __init__(self, raw: Any, seconds: float) -> None:
+        self._raw = raw
+        self._seconds = seconds
+
+    def write(self, data: bytes) -> int:
+        for index in range(len(data)):
+            time.sleep(self._seconds)
+            self._raw.write(data[index : index + 1])
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:  # flush, close, closed: the real stream's
+        return getattr(self._raw, name)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ import pytest
 
 from tests.composite import run_action
 from tests.conftest import ROOT, CliResult, assert_one_line_error, clean_env, run_cli
+from tests.fault_proxy import Fault, FaultProxy
 from tests.test_evaluate import log_run, register, unique
 from tests.test_promote import logged_model_run
 
@@ -195,6 +197,36 @@ def test_a_gateway_that_never_answers_times_out(tmp_path: Path) -> None:
     assert result.returncode == 0, result.output
     (warning,) = warnings(result)
     assert f"not pushed to {url}: no answer within 1 s" in warning
+
+
+@pytest.fixture
+def slow_gateway(pushgateway: Pushgateway) -> Iterator[FaultProxy]:
+    """A real Pushgateway whose answers to pushes arrive one byte every 2 s (each read in time)."""
+    proxy = FaultProxy(
+        pushgateway.url, faults=[Fault(r"^(POST|PUT) ", times=-1, trickle_seconds=2)]
+    )
+    server = proxy.serve()
+    yield proxy
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.timeout(120)  # without a whole-push deadline: about 4 minutes
+def test_a_gateway_that_trickles_its_answer_is_cut_off_at_the_timeout(
+    tmp_path: Path, slow_gateway: FaultProxy
+) -> None:
+    env = runner_env(tmp_path, MLOPS_PUSHGATEWAY_URL=slow_gateway.url)
+    started = time.monotonic()
+    result = push_metrics(
+        tmp_path, env, "--stage", "s", "--status", "success", "--timeout-seconds", "3"
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.output
+    (warning,) = warnings(result)
+    assert f"not pushed to {slow_gateway.url}: no answer within 3 s" in warning
+    assert "Fix: check that the Pushgateway is running" in warning
+    assert elapsed < 3 + 20, elapsed  # the deadline plus the CLI's start-up, generously
+    assert slow_gateway.count("^POST ") == 1
 
 
 def test_a_skipped_stage_pushes_nothing(tmp_path: Path, pushgateway: Pushgateway) -> None:
@@ -392,6 +424,21 @@ def test_every_stage_of_run_pushes_and_prometheus_scrapes_it(
     assert scraped[0]["metric"]["pipeline"] == "iris-classifier"
     assert scraped[0]["value"][1] == "1"
     assert len(prometheus.query("mlops_stage_success")) == 4
+
+
+@pytest.mark.timeout(300)  # without a whole-push deadline: four pushes of about 4 minutes each
+def test_run_with_a_slow_gateway_warns_once_and_tries_it_once(
+    example: Path, tmp_path: Path, slow_gateway: FaultProxy
+) -> None:
+    # The default timeout, 5 s: every read gets its byte in time, only a deadline stops it.
+    env = runner_env(tmp_path, MLOPS_PUSHGATEWAY_URL=slow_gateway.url)
+    result = run_cli(["run"], example, env)
+    assert result.returncode == 0, result.output
+    (warning,) = warnings(result)
+    assert f"metrics of stage 'dvc-pull' not pushed to {slow_gateway.url}" in warning
+    assert "no answer within 5 s" in warning
+    assert result.stderr.count("failed earlier") == 3  # train, evaluate, promote
+    assert slow_gateway.count("^POST ") == 1
 
 
 @pytest.fixture

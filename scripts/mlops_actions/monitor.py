@@ -4,8 +4,8 @@ Every stage (dvc-pull, train, evaluate, promote, rollback, build-push, or a user
 gauges of its last run into one group, keyed by job, pipeline and stage: no run ids, so the
 Pushgateway holds one small group per stage however many runs there were. Pushes are
 add-style (HTTP POST): they replace only the metrics they carry, so the last-success timestamp,
-pushed only on success, survives a failed run. A push is best effort: a short timeout, and a
-result that says why it failed instead of an exception.
+pushed only on success, survives a failed run. A push is best effort: a short deadline for the
+whole request, and a result that says why it failed instead of an exception.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import math
 import re
+import threading
 import urllib.error
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -300,17 +301,45 @@ def _failure(error: Exception, timeout: float) -> tuple[str, str]:
 
 
 def push(target: Target, stage: str, samples: Sequence[Sample]) -> PushResult:
-    """POST the samples into the stage's group. Never raises for a network or HTTP failure."""
-    from prometheus_client import pushadd_to_gateway
+    """POST the samples into the stage's group. Never raises for a network or HTTP failure.
 
+    `timeout_seconds` bounds the whole push, not each socket read: a gateway that trickles its
+    answer a byte at a time would hold a read timeout open for minutes. The push runs in a
+    daemon thread that is abandoned at the deadline (it cannot keep the process alive, and its
+    socket times out on its own).
+    """
     problem, hint = target_problem(target)
     if problem:
         return PushResult(False, target.shown_url, problem, hint)
+    registry = registry_for(samples)
+    outcome: list[PushResult | BaseException] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(_push_now(target, stage, registry))
+        except BaseException as error:  # a bug: raised again in the caller, below
+            outcome.append(error)
+
+    worker = threading.Thread(target=attempt, name=f"push-{stage}", daemon=True)
+    worker.start()
+    worker.join(target.timeout_seconds)
+    if not outcome:
+        return PushResult(
+            False, target.shown_url, f"no answer within {target.timeout_seconds:g} s", REACH_HINT
+        )
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _push_now(target: Target, stage: str, registry: CollectorRegistry) -> PushResult:
+    from prometheus_client import pushadd_to_gateway
+
     try:
         pushadd_to_gateway(
             target.url,
             job=target.job,
-            registry=registry_for(samples),
+            registry=registry,
             grouping_key=target.grouping_key(stage),
             timeout=target.timeout_seconds,
             handler=_handler(target),
