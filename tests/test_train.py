@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mlops_actions.errors import EXIT_REJECTED, EXIT_TRAINING_FAILED
 from tests.conftest import BIN, assert_one_line_error, clean_env, run_cli
+from tests.fault_proxy import Fault, FaultProxy
 
 GITHUB = {
     "GITHUB_ACTIONS": "true",
@@ -211,3 +215,233 @@ def test_embedded_sqlite_store_by_default(pulled_example: Path, tmp_path: Path) 
     run = mlflow_client(f"sqlite:///{store}").get_run(result.outputs()["run-id"])
     assert run.info.status == "FINISHED"
     assert result.outputs()["run-url"] == ""
+
+
+# ----------------------------------------------------------------------------- cancellation
+#
+# The signal is sent by the fault proxy just before it forwards a chosen request, so it lands
+# while that request is in flight, or by the test once a file the training writes exists:
+# deterministic points, no sleeps to guess them.
+
+
+def _start(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(BIN / "mlops-actions"), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path: Path, process: subprocess.Popen[str]) -> None:
+    """Until the training wrote `path` (bounded, so a broken start fails instead of hanging)."""
+    deadline = time.monotonic() + 300
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.exists(), "the training never got that far"
+
+
+def _statuses(client, experiment: str) -> list[str]:  # type: ignore[no-untyped-def]
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return [r.info.status for r in client.search_runs([found.experiment_id])]
+
+
+@pytest.fixture
+def proxy(mlflow_server: str) -> Iterator[FaultProxy]:
+    """A FaultProxy in front of the session's tracking server."""
+    proxied = FaultProxy(mlflow_server)
+    server = proxied.serve()
+    yield proxied
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("request_pattern", "runs"),
+    [
+        # Before the run exists: the step ends at once and creates nothing.
+        (r"^GET /api/2\.0/mlflow/experiments/get-by-name", []),
+        # The run is being created: the request finishes, then the run is closed KILLED.
+        (r"^POST /api/2\.0/mlflow/runs/create", ["KILLED"]),
+        # The training is over and its results are read, or the run is being closed FINISHED.
+        (r"^GET /api/2\.0/mlflow/runs/get", ["KILLED"]),
+        (r"^POST /api/2\.0/mlflow/runs/update", ["KILLED"]),
+    ],
+    ids=["looking-up-experiment", "creating-run", "reading-results", "closing-run"],
+)
+def test_sigterm_while_a_request_is_in_flight_never_leaves_a_run_running(
+    request_pattern: str,
+    runs: list[str],
+    tmp_path: Path,
+    mlflow_server: str,
+    proxy: FaultProxy,
+) -> None:
+    experiment = f"train-sigterm-{tmp_path.name}"
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=proxy.url)
+    started: list[subprocess.Popen[str]] = []
+    proxy.faults.append(
+        Fault(request_pattern, before=lambda: started[0].send_signal(signal.SIGTERM))
+    )
+    started.append(
+        _start(["train", "--experiment", experiment, "--command", "true"], tmp_path, env)
+    )
+    stdout, stderr = started[0].communicate(timeout=600)
+    assert proxy.faults[0].times == 0, proxy.seen  # the signal came during that request
+    assert started[0].returncode == 128 + signal.SIGTERM, stdout + stderr
+    assert "Traceback" not in stderr
+    assert _statuses(mlflow_client(mlflow_server), experiment) == runs
+    if runs:
+        assert "status: KILLED" in stdout
+
+
+def test_sigint_exits_130_and_marks_the_run_killed(tmp_path: Path, mlflow_server: str) -> None:
+    experiment = f"train-sigint-{tmp_path.name}"
+    marker = tmp_path / "started"
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    process = _start(
+        ["train", "--experiment", experiment, "--command", f"touch {marker}; sleep 120"],
+        tmp_path,
+        env,
+    )
+    _wait_for(marker, process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT, stdout + stderr
+    assert "status: KILLED" in stdout
+    assert _statuses(mlflow_client(mlflow_server), experiment) == ["KILLED"]
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (tells it from a later process with its pid), None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+# Each prints the pid of a `sleep 1000` in a session of its own to orphan.pid, then goes on.
+SETSID = (
+    "setsid sh -c 'echo $$ > orphan.tmp && mv orphan.tmp orphan.pid; exec sleep 1000' & "
+    "while [ ! -e orphan.pid ]; do sleep 0.1; done"
+)
+# The parent exits at once: the orphan is re-parented, out of any walk of the training's tree.
+NEW_SESSION = (
+    'python -c "import os, subprocess; '
+    "p = subprocess.Popen(['sleep', '1000'], start_new_session=True); "
+    "open('orphan.tmp', 'w').write(str(p.pid)); os.replace('orphan.tmp', 'orphan.pid')\""
+)
+
+
+@pytest.mark.parametrize(
+    ("spawn", "cancel"),
+    [(SETSID, True), (NEW_SESSION, True), (SETSID, False), (NEW_SESSION, False)],
+    ids=["setsid-cancelled", "new-session-cancelled", "setsid-exited", "new-session-exited"],
+)
+def test_processes_in_a_new_session_do_not_outlive_the_step(
+    spawn: str, cancel: bool, tmp_path: Path, mlflow_server: str
+) -> None:
+    experiment = f"train-orphans-{tmp_path.name}"
+    orphan_file = tmp_path / "orphan.pid"
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    command = f"{spawn}; sleep 120" if cancel else spawn
+    process = _start(["train", "--experiment", experiment, "--command", command], tmp_path, env)
+    orphan: int | None = None
+    try:
+        _wait_for(orphan_file, process)
+        orphan = int(orphan_file.read_text())
+        born = _start_time(orphan)
+        assert born is not None
+        if cancel:
+            process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == (128 + signal.SIGTERM if cancel else 0), stdout + stderr
+        assert _start_time(orphan) != born, "the process in a new session outlived the step"
+        expected = "KILLED" if cancel else "FINISHED"
+        assert _statuses(mlflow_client(mlflow_server), experiment) == [expected]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if orphan is not None and _start_time(orphan) is not None:
+            os.kill(orphan, signal.SIGKILL)  # do not leave it behind when the test fails
+
+
+# ----------------------------------------------------------------------------- `run`
+
+QUICK_METRICS = (
+    'python -c "import mlflow; mlflow.start_run(); '
+    "mlflow.log_metrics({'accuracy': 0.95, 'log_loss': 0.1})\""
+)
+
+
+def test_run_tells_a_failed_training_from_a_rejected_gate(
+    example: Path, tmp_path: Path, mlflow_server: str
+) -> None:
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    model = f"run-codes-{tmp_path.name}"
+    crashed = run_cli(
+        ["run", "--experiment", model, "--model-name", model, "--command", "exit 3"], example, env
+    )
+    assert crashed.returncode == EXIT_TRAINING_FAILED, crashed.output
+    assert_one_line_error(crashed, "exit status 3", "FAILED")
+    strict = json.dumps([{"metric": "accuracy", "direction": "higher", "threshold": 1.01}])
+    rejected = run_cli(
+        ["run", "--experiment", model, "--model-name", model, "--rules", strict], example, env
+    )
+    assert rejected.returncode == EXIT_REJECTED, rejected.output
+    assert EXIT_TRAINING_FAILED not in {EXIT_REJECTED, 2, 3, 4, 70, 130, 143}
+
+
+def test_run_help_documents_its_exit_codes(tmp_path: Path) -> None:
+    result = run_cli(["run", "--help"], tmp_path, clean_env(tmp_path))
+    assert result.returncode == 0
+    assert f"{EXIT_TRAINING_FAILED}        the training command failed" in result.stdout
+    assert "130/143  cancelled" in result.stdout
+
+
+def test_run_cancelled_in_the_train_stage_exits_130_on_sigint(
+    example: Path, tmp_path: Path, mlflow_server: str
+) -> None:
+    experiment = f"run-sigint-{tmp_path.name}"
+    marker = tmp_path / "started"
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    process = _start(
+        ["run", "--experiment", experiment, "--command", f"touch {marker}; sleep 120"],
+        example,
+        env,
+    )
+    _wait_for(marker, process)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT, stdout + stderr
+    assert _statuses(mlflow_client(mlflow_server), experiment) == ["KILLED"]
+
+
+def test_run_cancelled_in_the_evaluate_stage_exits_143_on_sigterm(
+    example: Path, tmp_path: Path, proxy: FaultProxy
+) -> None:
+    model = f"run-sigterm-{tmp_path.name}"
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=proxy.url)
+    started: list[subprocess.Popen[str]] = []
+    champion_lookup = r"^GET /api/2\.0/mlflow/registered-models/"  # the gate's first registry call
+    proxy.faults.append(
+        Fault(champion_lookup, before=lambda: started[0].send_signal(signal.SIGTERM))
+    )
+    started.append(
+        _start(
+            ["run", "--experiment", model, "--model-name", model, "--command", QUICK_METRICS],
+            example,
+            env,
+        )
+    )
+    stdout, stderr = started[0].communicate(timeout=600)
+    assert proxy.count(champion_lookup) >= 1, stderr
+    assert started[0].returncode == 128 + signal.SIGTERM, stdout + stderr
+    assert "stage 3/4: evaluate" in stderr
+    assert "stage 4/4" not in stderr
+    assert "Traceback" not in stderr
