@@ -8,6 +8,7 @@ annotations become plain lines on stderr, masking does nothing. So the CLI works
 from __future__ import annotations
 
 import os
+import re
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
@@ -71,6 +72,31 @@ def add_summary(markdown: str) -> None:
     _append("GITHUB_STEP_SUMMARY", markdown.rstrip("\n") + "\n\n")
 
 
+# What the runner reads as a line break (.NET's ReadLine), and the two forms of a workflow
+# command: '::name …::data' at the start of a line (after spaces, which it trims), and the
+# legacy '##[name …]data' anywhere in a line.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LEGACY_COMMAND = "##["
+
+
+def log_safe(text: str) -> str:
+    """`text` for the log, where no line can be taken for a workflow command.
+
+    Values from inputs, the registry or the user's files may hold a line break followed by
+    '::error::…' or '::add-mask::…'. Lines keep their text; a command's first character is
+    percent-escaped, as the toolkit escapes command data, so the runner shows it instead.
+    """
+    return "\n".join(_defuse(line) for line in _LINE_BREAK.split(text))
+
+
+def _defuse(line: str) -> str:
+    line = line.replace(_LEGACY_COMMAND, "%23" + _LEGACY_COMMAND[1:])
+    body = line.lstrip()
+    if body.startswith("::"):
+        return line[: len(line) - len(body)] + "%3A" + body[1:]
+    return line
+
+
 def _escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
@@ -109,7 +135,7 @@ def annotate(
         print(format_annotation(level, message, title=title, file=file, line=line), file=out)
     else:
         prefix = f"{level}: {title}: " if title else f"{level}: "
-        print(prefix + message, file=out)
+        print(log_safe(prefix + message), file=out)
     out.flush()
 
 
@@ -138,9 +164,9 @@ def mask_secret_environment(environ: Mapping[str, str] | None = None) -> None:
 def group(title: str) -> Iterator[None]:
     """A collapsible log group on a runner; a plain heading line elsewhere."""
     if in_runner():
-        print(f"::group::{title}", flush=True)
+        print(f"::group::{_escape_data(title)}", flush=True)
     else:
-        print(f"== {title}", file=sys.stderr, flush=True)
+        print(log_safe(f"== {title}"), file=sys.stderr, flush=True)
     try:
         yield
     finally:

@@ -6,9 +6,10 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from .errors import ConfigError, ServiceError
 
@@ -30,11 +31,103 @@ HTTP_RETRY_DEFAULTS = {
 REGISTRY_RETRY_DEFAULTS = {**HTTP_RETRY_DEFAULTS, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6"}
 
 
-def resolve_tracking_uri(configured: str, cwd: Path) -> str:
-    """The configured URI, or the embedded SQLite store in `cwd` when none is configured."""
+# The stores MLflow builds itself (its tracking and registry store registries); a plugin adds
+# its own scheme through one of PLUGIN_GROUPS. '' is a plain path, as MLflow reads it.
+MLFLOW_SCHEMES = frozenset(
+    {"", "file", "http", "https", "databricks", "databricks-uc", "uc"}
+    | {"sqlite", "postgresql", "mysql", "mssql"}
+)
+DATABASE_SCHEMES = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
+PLUGIN_GROUPS = ("mlflow.tracking_store", "mlflow.model_registry_store")
+CREDENTIALS_HINT = (
+    "remove them from the URI and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+    "(or MLFLOW_TRACKING_TOKEN) as secrets in the environment instead"
+)
+DATABASE_CREDENTIALS_HINT = (
+    "remove the password from the URI: PostgreSQL reads it from PGPASSWORD or ~/.pgpass, "
+    "MySQL from an option file (?read_default_file=...); keep the user name in the URI"
+)
+
+
+def _scheme(parts: SplitResult) -> str:
+    """The store MLflow would pick: 'postgresql' for postgresql+psycopg2, '' for C:\\ paths."""
+    scheme = parts.scheme.lower()
+    if len(scheme) == 1 and scheme.isalpha():
+        return ""
+    return scheme.split("+", 1)[0] if scheme.split("+", 1)[0] in DATABASE_SCHEMES else scheme
+
+
+def _plugin_schemes() -> set[str]:
+    return {e.name for group in PLUGIN_GROUPS for e in entry_points(group=group)}
+
+
+def check_uri(uri: str, where: str) -> str:
+    """`uri` when MLflow can use it as a tracking or registry store, else a ConfigError.
+
+    The error names `where` the value came from and never echoes the value: it may hold a
+    password, or a line break that would end up in the log as a workflow command.
+    """
+    if any(c.isspace() or not c.isprintable() for c in uri):
+        raise ConfigError(
+            f"{where} has spaces, line breaks or control characters in it",
+            "give one URI, e.g. https://mlflow.example.com or sqlite:///mlflow.db",
+        )
+    example = "e.g. https://mlflow.example.com, http://[::1]:5000 or sqlite:///mlflow.db"
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # not echoed: Python's message quotes the host, password and all
+        reason = (
+            "an IPv6 address without its closing ']'"
+            if "IPv6" in str(exc)
+            else "characters a host name cannot hold"
+        )
+        raise ConfigError(f"{where} is not a valid URI: it has {reason}", example) from None
+    try:
+        parts.port  # noqa: B018 - reading the port parses it
+    except ValueError:
+        raise ConfigError(
+            f"{where} has a port that is not a number from 0 to 65535", example
+        ) from None
+    scheme = _scheme(parts)
+    if scheme not in MLFLOW_SCHEMES and scheme not in _plugin_schemes():
+        raise ConfigError(
+            f"{where} has the scheme '{parts.scheme}', which MLflow does not support",
+            "use http(s)://host[:port], databricks, sqlite:///path, postgresql://, mysql://, "
+            "mssql://, file:///path or a plain directory path",
+        )
+    if scheme in {"http", "https"} and not parts.hostname:
+        raise ConfigError(f"{where} has no host name", f"e.g. {scheme}://mlflow.example.com:5000")
+    if parts.password or (parts.username and scheme not in DATABASE_SCHEMES):
+        raise ConfigError(
+            f"{where} has credentials in it",
+            DATABASE_CREDENTIALS_HINT if scheme in DATABASE_SCHEMES else CREDENTIALS_HINT,
+        )
+    return uri
+
+
+def url_secrets(text: str) -> list[str]:
+    """What of a URL must be masked in the log: the password (as written and decoded), and a
+    user name given alone to a web server, which is how a token is usually written."""
+    try:
+        parts = urlsplit(text.strip())
+    except ValueError:
+        return []
+    secret = parts.password or (
+        parts.username if parts.scheme.lower() in {"http", "https"} else None
+    )
+    return sorted({secret, unquote(secret)}) if secret else []
+
+
+def resolve_tracking_uri(configured: str, cwd: Path, where: str = "the tracking URI") -> str:
+    """The configured URI, checked, or the embedded SQLite store in `cwd` when none is set."""
     if configured.strip():
-        return configured.strip()
+        return check_uri(configured.strip(), where)
     return f"sqlite:///{(cwd / EMBEDDED_STORE_FILE).resolve()}"
+
+
+def resolve_registry_uri(configured: str, where: str = "the registry URI") -> str:
+    """The configured registry URI, checked; '' when the registry is the tracking store."""
+    return check_uri(configured.strip(), where) if configured.strip() else ""
 
 
 def redact(uri: str) -> str:

@@ -11,14 +11,24 @@ from typing import Any
 
 from .. import gha
 from ..config import CONFIG_FILE_NAME, Config, resolve
-from ..errors import MlopsError
+from ..errors import ConfigError, MlopsError
 from .options import Option
+
+# Inputs that may span lines (a script, pairs, lists, rules); every other value is one line,
+# so that no input can put a line of its own, a workflow command, into the log.
+MULTILINE_INPUTS = frozenset(
+    {"command", "parameters", "tags", "build-args", "rules", "targets", "metrics"}
+    | {"backend-config"}
+)
 
 
 def _value(args: argparse.Namespace, name: str) -> str:
     """The flag if given, else the action input, else ''."""
     given = getattr(args, name.replace("-", "_"), None)
-    return str(given).strip() if given is not None else gha.input_value(name)
+    value = str(given).strip() if given is not None else gha.input_value(name)
+    if name not in MULTILINE_INPUTS and ("\n" in value or "\r" in value):
+        raise ConfigError(f"{_where(args, name)} has a line break in it", "give it on one line")
+    return value
 
 
 def load_config(args: argparse.Namespace, options: Sequence[Option]) -> Config:
@@ -40,7 +50,7 @@ def emit(outputs: Mapping[str, str]) -> None:
     """Step outputs on a runner, and `name: value` lines on stdout everywhere."""
     for name, value in outputs.items():
         gha.set_output(name, value)
-        print(f"{name}: {value}")
+        print(gha.log_safe(f"{name}: {value}"))
     sys.stdout.flush()
 
 
@@ -73,8 +83,51 @@ def _github_token(args: argparse.Namespace) -> str:
     )
 
 
+def _origin(config: Config, dotted: str) -> str:
+    """Where a value came from, in the words of an error message: input 'x', variable X, file."""
+    source = config.source(dotted)
+    kind, _, name = source.partition(" ")
+    if kind == "input":
+        return f"input '{name}'"
+    if kind == "environment":
+        return f"environment variable {name}"
+    return f"{dotted} in {name}" if kind == "file" else dotted
+
+
+def mlflow_uris(config: Config) -> tuple[str, str]:
+    """The tracking and registry URIs, checked: every verb that talks to MLflow gets them here."""
+    from .. import tracking
+
+    tracking_uri = tracking.resolve_tracking_uri(
+        str(config.get("mlflow.tracking_uri") or ""),
+        Path.cwd(),
+        _origin(config, "mlflow.tracking_uri"),
+    )
+    registry_uri = tracking.resolve_registry_uri(
+        str(config.get("mlflow.registry_uri") or ""), _origin(config, "mlflow.registry_uri")
+    )
+    return tracking_uri, registry_uri
+
+
 def _registry_client(config: Config) -> tuple[Any, str]:
     from .. import tracking
 
-    uri = tracking.resolve_tracking_uri(str(config.get("mlflow.tracking_uri", "")), Path.cwd())
-    return tracking.client(uri, str(config.get("mlflow.registry_uri") or "")), uri
+    uri, registry_uri = mlflow_uris(config)
+    return tracking.client(uri, registry_uri), uri
+
+
+# Variables and inputs that hold a URL of a service; a password in one is masked before
+# anything prints (the URIs are then refused, the Pushgateway URL by the schema).
+URL_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_PUSHGATEWAY_URL")
+URL_INPUTS = ("tracking-uri", "registry-uri", "pushgateway-url")
+
+
+def mask_url_credentials(args: argparse.Namespace) -> None:
+    """A password (or a token given as a user name) written into a URL stays out of every log."""
+    from ..tracking import url_secrets
+
+    given = [getattr(args, name.replace("-", "_"), None) or "" for name in URL_INPUTS]
+    inputs = [gha.input_value(name) for name in URL_INPUTS]
+    for raw in (*(os.environ.get(v, "") for v in URL_VARIABLES), *given, *inputs):
+        for secret in url_secrets(str(raw)):
+            gha.mask(secret)

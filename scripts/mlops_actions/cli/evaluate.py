@@ -12,7 +12,7 @@ from typing import Any
 from .. import gha, monitor
 from ..config import Config
 from ..errors import EXIT_OK
-from .common import _github_token, _value, emit, load_config, report_error
+from .common import _github_token, _value, emit, load_config, mlflow_uris, report_error
 from .dvc_pull import _pull_data
 from .monitoring import _observe
 from .options import GATE_OPTIONS, MLFLOW_OPTIONS
@@ -84,13 +84,12 @@ def run_gate(config: Config, candidate: str, args: argparse.Namespace) -> int:
     from .. import context, evaluation, gate, report, tracking
     from ..errors import EXIT_REJECTED
 
+    tracking_uri, registry_uri = mlflow_uris(config)
     model_name, rules, primary = _gate_rules(config, candidate)
     spec = _evaluation_spec(config)
     if spec is not None:
         _ensure_evaluation_data(config, spec)
     cwd = Path.cwd()
-    tracking_uri = tracking.resolve_tracking_uri(str(config.get("mlflow.tracking_uri", "")), cwd)
-    registry_uri = str(config.get("mlflow.registry_uri") or "")
     alias = str(config.get("gate.champion_alias"))
     mlflow_client = tracking.client(tracking_uri, registry_uri)
     worker_env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}

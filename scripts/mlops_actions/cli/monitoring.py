@@ -15,11 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from .. import gha, monitor
 from ..config import Config
-from ..errors import EXIT_INTERNAL, EXIT_OK, MlopsError
-from .common import _value, load_config
+from ..errors import EXIT_INTERNAL, EXIT_OK, ConfigError, MlopsError
+from .common import _origin, load_config
 from .options import MONITORING_OPTIONS
 
 if TYPE_CHECKING:
@@ -146,6 +147,13 @@ def _monitoring_target(config: Config) -> Target | None:
     url = str(config.get("monitoring.pushgateway_url") or "")
     if not url:
         return None
+    try:
+        urlsplit(url).port  # noqa: B018 - reading the port parses it
+    except ValueError:  # an unclosed [IPv6] bracket, a port that is no number; not echoed
+        raise ConfigError(
+            f"{_origin(config, 'monitoring.pushgateway_url')} is not a valid URL",
+            "e.g. https://pushgateway.example.com or http://[::1]:9091",
+        ) from None
     repository = os.environ.get("GITHUB_REPOSITORY", "")
     pipeline = (
         config.get("monitoring.pipeline")
@@ -164,19 +172,6 @@ def _monitoring_target(config: Config) -> Target | None:
     for secret in (target.password, target.token):
         gha.mask(secret)
     return target
-
-
-def _mask_url_credentials(args: argparse.Namespace) -> None:
-    """A password written into a Pushgateway URL stays out of every log."""
-    from urllib.parse import urlsplit
-
-    for raw in (os.environ.get("MLOPS_PUSHGATEWAY_URL", ""), _value(args, "pushgateway-url")):
-        try:
-            password = urlsplit(raw.strip()).password
-        except ValueError:
-            continue
-        if password:
-            gha.mask(password)
 
 
 def _stage_of(args: argparse.Namespace) -> str | None:

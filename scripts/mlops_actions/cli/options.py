@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, NoReturn
 
+from .. import gha
 from ..config import CONFIG_FILE_NAME
+from ..errors import EXIT_USAGE
+
+
+class Parser(argparse.ArgumentParser):
+    """The CLI's parsers: no abbreviated flags, usage errors as one annotation and exit 2.
+
+    argparse would take `--candidat` for `--candidate`, and a later flag that shares the
+    prefix would change what an old workflow means. Sub-parsers are of the parent's class.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        gha.annotate("error", f"{self.prog}: {message}", title="usage error")
+        sys.exit(EXIT_USAGE)
 
 
 @dataclass(frozen=True)
