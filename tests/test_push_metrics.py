@@ -122,6 +122,7 @@ def test_push_metrics_keeps_the_last_success_after_a_failure(
         (["--metric", "rows=1", "--status", "green"], "--status"),
         (["--metric", "rows=1", "--exit-code", "0", "--status", "failure"], "contradicts"),
         (["--metric", "rows=1", "--duration-seconds", "-1"], "--duration-seconds"),
+        (["--metric", "rows=1", "--metric", "rows=2"], "metric rows is given twice"),
     ],
 )
 def test_bad_input_is_exit_2_naming_the_flag(
@@ -156,6 +157,19 @@ def test_metrics_input_and_file_name_the_input(tmp_path: Path, pushgateway: Push
     )
     assert bad_file.returncode == 2
     assert_one_line_error(bad_file, "--metrics-file", "auc")
+    (tmp_path / "twice.json").write_text('{"auc": 0.9, "auc": 0.5}')  # json keeps the last
+    twice = push_metrics(
+        tmp_path, env, "--stage", "s", "--status", "success", "--metrics-file", "twice.json"
+    )
+    assert twice.returncode == 2
+    assert_one_line_error(twice, "--metrics-file", "twice.json has 'auc' twice")
+    across = push_metrics(
+        tmp_path,
+        {**env, "INPUT_METRICS": "auc=1"},
+        *("--stage", "s", "--status", "success", "--metrics-file", "good.json"),
+    )
+    assert across.returncode == 2
+    assert_one_line_error(across, "--metrics-file", "metric auc is given twice (also by input")
     good = push_metrics(
         tmp_path,
         {**env, "INPUT_METRICS": "ok=1"},

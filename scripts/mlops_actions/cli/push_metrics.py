@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import gha, monitor
 from ..errors import EXIT_OK
@@ -20,26 +20,63 @@ if TYPE_CHECKING:
 
 
 def _push_metric_samples(args: argparse.Namespace) -> list[Sample]:
-    """--metric name=value (or the metrics input's lines) and --metrics-file, validated."""
+    """--metric name=value (or the metrics input's lines) and --metrics-file, validated.
+
+    A name given twice is an error, not a silent last-one-wins: in the file, or across sources.
+    """
     from ..errors import ConfigError
 
-    samples = [monitor.parse_assignment(text, f"--metric {text!r}") for text in args.metric or ()]
+    given: list[tuple[Sample, str]] = [
+        (monitor.parse_assignment(text, f"--metric {text!r}"), "--metric")
+        for text in args.metric or ()
+    ]
     for line in _value(args, "metrics").splitlines():
         if line.strip():
-            samples.append(monitor.parse_assignment(line.strip(), _where(args, "metrics")))
+            where = _where(args, "metrics")
+            given.append((monitor.parse_assignment(line.strip(), where), where))
     path_text = _value(args, "metrics-file")
     if path_text:
         where = _where(args, "metrics-file")
         try:
-            document = json.loads(Path(path_text).read_text(encoding="utf-8"))
+            document = json.loads(
+                Path(path_text).read_text(encoding="utf-8"), object_pairs_hook=_refuse_twice
+            )
         except OSError as error:
             raise ConfigError(f"{where}: cannot read {path_text}: {error.strerror}") from None
         except json.JSONDecodeError as error:
             raise ConfigError(f"{where}: {path_text} is not valid JSON: {error.msg}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: {path_text} is not UTF-8 text") from None
+        except _Twice as twice:
+            raise ConfigError(f"{where}: {path_text} has {twice.key!r} twice") from None
         if not isinstance(document, dict):
             raise ConfigError(f"{where}: {path_text} must hold a JSON object of name: number")
-        samples.extend(monitor.custom_sample(str(k), v, where) for k, v in document.items())
-    return samples
+        given.extend((monitor.custom_sample(str(k), v, where), where) for k, v in document.items())
+    first_seen: dict[str, str] = {}
+    for sample, where in given:
+        if sample.name in first_seen:
+            raise ConfigError(
+                f"{where}: metric {sample.name} is given twice (also by {first_seen[sample.name]})",
+                "keep one",
+            )
+        first_seen[sample.name] = where
+    return [sample for sample, _ in given]
+
+
+class _Twice(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_twice(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: a key given twice is an error (json keeps the last)."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise _Twice(key)
+        document[key] = value
+    return document
 
 
 def _exit_code_of(args: argparse.Namespace) -> int:
