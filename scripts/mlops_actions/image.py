@@ -474,6 +474,49 @@ def _post(url: str, body: bytes) -> tuple[int, str]:
 # ----------------------------------------------------------------------------- push
 
 
+# The grammar of an image reference (distribution/reference): [domain[:port]/]path[:tag][@digest].
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_NAME = rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+REPOSITORY = re.compile(_NAME)
+REFERENCE = re.compile(rf"{_NAME}(?::{_TAG})?(?:@{_DIGEST})?")
+
+
+def check_repository(text: str, where: str) -> str:
+    """An image repository without tag or digest, e.g. ghcr.io/acme/iris-serving."""
+    if REPOSITORY.fullmatch(text) and len(text) <= 255:
+        return text
+    if text != text.lower() and REPOSITORY.fullmatch(text.lower()):
+        raise ConfigError(
+            f"{where}: image repository {text!r} has upper-case letters; registries refuse them",
+            f"use {text.lower()!r}",
+        )
+    if REFERENCE.fullmatch(text):
+        raise ConfigError(
+            f"{where}: {text!r} has a tag or digest; the repository alone is wanted",
+            "drop the ':tag' (tags come from the model version, the alias, the commit and the "
+            "tags input)",
+        )
+    raise ConfigError(
+        f"{where}: {text!r} is not an image repository",
+        "e.g. ghcr.io/<owner>/<name>, localhost:5000/<name> or <user>/<name> on Docker Hub: "
+        "lower-case letters, digits and . _ - between slashes",
+    )
+
+
+def check_reference(text: str, where: str) -> str:
+    """An image reference to build from: repository, optional :tag, optional @digest."""
+    if REFERENCE.fullmatch(text):
+        return text
+    raise ConfigError(
+        f"{where}: {text!r} is not an image reference",
+        "e.g. python:3.11-slim or python@sha256:<digest> (lower-case repository)",
+    )
+
+
 def registry_of(repository: str) -> str:
     """The registry host of a repository: `ghcr.io/acme/x` → ghcr.io, `acme/x` → docker.io."""
     first, _, rest = repository.partition("/")

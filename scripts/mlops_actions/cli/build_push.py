@@ -11,7 +11,7 @@ from typing import Any
 from .. import gha, monitor
 from ..config import Config
 from ..errors import EXIT_OK
-from .common import _registry_client, _value, emit, load_config
+from .common import _origin, _registry_client, _value, emit, load_config
 from .monitoring import _observe
 from .options import IMAGE_OPTIONS, MLFLOW_OPTIONS
 
@@ -101,6 +101,7 @@ def cmd_build_push(args: argparse.Namespace) -> int:
 
 def _image_target(config: Config, args: argparse.Namespace) -> tuple[str, bool, str, str]:
     """Repository, push on/off and registry credentials, checked before anything is built."""
+    from .. import image
     from ..errors import ConfigError
 
     repository = str(config.get("image.repository") or "")
@@ -109,11 +110,18 @@ def _image_target(config: Config, args: argparse.Namespace) -> tuple[str, bool, 
         raise ConfigError(
             "image.repository is not set", "set the image input, e.g. ghcr.io/<owner>/<name>"
         )
-    if repository != repository.lower():
-        raise ConfigError(
-            f"image repository {repository!r} has upper-case letters; registries refuse them",
-            f"use {repository.lower()!r}",
+    image.check_repository(repository, _origin(config, "image.repository"))
+    if config.get("image.base_image"):
+        image.check_reference(
+            str(config.get("image.base_image")), _origin(config, "image.base_image")
         )
+    for key in ("image.extra_ca", "image.dockerfile"):
+        path = str(config.get(key) or "")
+        if path and not Path(path).is_file():
+            raise ConfigError(
+                f"{_origin(config, key)}: {path!r} is not a file",
+                "give the path of the file, relative to the working directory",
+            )
     username = _value(args, "registry-username") or os.environ.get("REGISTRY_USERNAME", "")
     password = _value(args, "registry-password") or os.environ.get("REGISTRY_PASSWORD", "")
     if push and username and not password:

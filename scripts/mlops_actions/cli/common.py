@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -44,6 +45,47 @@ def load_config(args: argparse.Namespace, options: Sequence[Option]) -> Config:
         inputs=inputs,
         require_file=bool(explicit),
     )
+
+
+def is_version_number(text: str) -> bool:
+    """A registry version: 1, 2, ... (ASCII digits: str.isdigit would take '²')."""
+    return re.fullmatch(r"[1-9][0-9]*", text) is not None
+
+
+def _version_number(args: argparse.Namespace, name: str) -> str:
+    """An input that names a registry version, checked; '' when not given."""
+    text = _value(args, name)
+    if text and not is_version_number(text):
+        raise ConfigError(
+            f"{_where(args, name)} must be a registry version number (1, 2, ...), got {text!r}",
+            "see the versions with `mlops-actions registry history`",
+        )
+    return text
+
+
+def _output_file(args: argparse.Namespace, name: str) -> Path | None:
+    """A file the verb will write, named by an input: checked before the work, not after it."""
+    text = _value(args, name)
+    if not text:
+        return None
+    path = Path(text)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        problem = f"cannot create its directory {str(path.parent)!r}: {error.strerror}"
+    else:
+        writable = os.access(path if path.exists() else path.parent, os.W_OK)
+        problem = (
+            "is a directory"
+            if path.is_dir()
+            else ("" if writable else "cannot be written (permission denied)")
+        )
+    if problem:
+        raise ConfigError(
+            f"{_where(args, name)}: {text!r} {problem}",
+            "give the path of a file in a writable directory",
+        )
+    return path
 
 
 def emit(outputs: Mapping[str, str]) -> None:

@@ -12,7 +12,15 @@ from typing import Any
 from .. import gha, monitor
 from ..config import Config
 from ..errors import EXIT_OK
-from .common import _github_token, _value, emit, load_config, mlflow_uris, report_error
+from .common import (
+    _github_token,
+    _output_file,
+    _value,
+    emit,
+    load_config,
+    mlflow_uris,
+    report_error,
+)
 from .dvc_pull import _pull_data
 from .monitoring import _observe
 from .options import GATE_OPTIONS, MLFLOW_OPTIONS
@@ -85,6 +93,7 @@ def run_gate(config: Config, candidate: str, args: argparse.Namespace) -> int:
     from ..errors import EXIT_REJECTED
 
     tracking_uri, registry_uri = mlflow_uris(config)
+    chosen_file = _output_file(args, "decision-file")
     model_name, rules, primary = _gate_rules(config, candidate)
     spec = _evaluation_spec(config)
     if spec is not None:
@@ -136,8 +145,7 @@ def run_gate(config: Config, candidate: str, args: argparse.Namespace) -> int:
     )
     markdown = report.gate_report(decision, facts)
     decision_file, report_file = _gate_files(model_name)
-    if _value(args, "decision-file"):
-        decision_file = Path(_value(args, "decision-file"))
+    decision_file = chosen_file or decision_file
     document = _decision_document(decision, facts, assessed, run_context)
     decision_file.parent.mkdir(parents=True, exist_ok=True)
     report_file.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,15 @@ from typing import Any
 from .. import gha, monitor
 from ..config import Config
 from ..errors import EXIT_OK
-from .common import _github_token, _registry_client, _value, emit, load_config
+from .common import (
+    _github_token,
+    _registry_client,
+    _value,
+    _version_number,
+    emit,
+    is_version_number,
+    load_config,
+)
 from .monitoring import _observe
 from .options import ALIAS_OPTIONS, MLFLOW_OPTIONS, PROMOTE_OPTIONS, ROLLBACK_OPTIONS
 
@@ -34,7 +42,7 @@ def _expected_version(given: str, alias: str, gate_tags: dict[str, str]) -> str:
     from ..promote import ANY, NONE
 
     text = given.strip().lower()
-    if text in (ANY, NONE) or text.isdigit():
+    if text in (ANY, NONE) or is_version_number(text):
         return text
     if text:
         raise ConfigError(
@@ -153,7 +161,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             mlflow_client,
             model_name=model_name,
             alias=alias,
-            to_version=_value(args, "to-version"),
+            to_version=_version_number(args, "to-version"),
             provenance=promote.Provenance(
                 workflow_run=run_context.run_url, commit=run_context.commit, actor=run_context.actor
             ),
