@@ -13,7 +13,16 @@
 # the cached venv depends only on the lock file, the OS and the Python version.
 set -euo pipefail
 
-die() { echo "::error title=mlops-actions setup::$*" >&2; exit 2; }
+# The message is escaped like the toolkit escapes command data, so that a line break in an
+# input it quotes (the python input) cannot start a workflow command of its own.
+die() {
+  local message="$*"
+  message="${message//'%'/%25}"
+  message="${message//$'\r'/%0D}"
+  message="${message//$'\n'/%0A}"
+  echo "::error title=mlops-actions setup::${message}" >&2
+  exit 2
+}
 
 mode="${1:-install}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
