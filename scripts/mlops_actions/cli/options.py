@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 from .. import gha
@@ -23,6 +24,27 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
+        self.shown_required: list[argparse.Action] = []
+
+    def format_usage(self) -> str:
+        with self._usage_shows_required():
+            return super().format_usage()
+
+    def format_help(self) -> str:
+        with self._usage_shows_required():
+            return super().format_help()
+
+    @contextmanager
+    def _usage_shows_required(self) -> Iterator[None]:
+        """The usage line without [brackets] around what the verb needs; parsing still lets it
+        be absent (the action input of the same name may give it)."""
+        for action in self.shown_required:
+            action.required = True
+        try:
+            yield
+        finally:
+            for action in self.shown_required:
+                action.required = False
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -37,6 +59,10 @@ class Option:
     name: str
     help: str
     config_key: str | None = None  # where it lands in mlops.yaml terms
+    # The verb cannot run without it. Shown as required in --help but not enforced by argparse:
+    # in a step the value comes from the action input of the same name, and the verb names the
+    # input when neither is given.
+    required: bool = False
 
 
 CONFIG_OPTION = Option("config", f"path of the config file (default: {CONFIG_FILE_NAME})")
@@ -86,7 +112,11 @@ TRAIN_OPTIONS = (
 )
 
 GATE_OPTIONS = (
-    Option("candidate", "run id or model URI of the candidate (train's run-id or model-uri)"),
+    Option(
+        "candidate",
+        "run id or model URI of the candidate (train's run-id or model-uri)",
+        required=True,
+    ),
     Option("model-name", "registered model name", "model.name"),
     Option(
         "champion-alias", "alias of the production model (default: champion)", "gate.champion_alias"
@@ -110,7 +140,9 @@ GATE_OPTIONS = (
 )
 
 PROMOTE_OPTIONS = (
-    Option("candidate", "run id or model URI to promote (train's run-id or model-uri)"),
+    Option(
+        "candidate", "run id or model URI to promote (train's run-id or model-uri)", required=True
+    ),
     Option("model-name", "registered model name", "model.name"),
     Option("alias", "alias to move (default: champion)", "promote.alias"),
     Option("expected-version", "version the alias must point at now: N, none or any"),
@@ -140,7 +172,11 @@ ROLLBACK_OPTIONS = (
 )
 
 IMAGE_OPTIONS = (
-    Option("model-uri", "model to serve, e.g. models:/<name>@champion or models:/<name>/<version>"),
+    Option(
+        "model-uri",
+        "model to serve, e.g. models:/<name>@champion or models:/<name>/<version>",
+        required=True,
+    ),
     Option("image", "image repository, e.g. ghcr.io/acme/iris-serving", "image.repository"),
     Option("base-image", "base image with Python 3 (pin it by digest)", "image.base_image"),
     Option("tags", "extra tags, separated by spaces, commas or newlines", "image.tags"),
@@ -171,7 +207,7 @@ MONITORING_OPTIONS = (
     Option("model-name", "registered model name (the default pipeline label)", "model.name"),
 )
 PUSH_OPTIONS = (
-    Option("stage", "stage label, e.g. deploy"),
+    Option("stage", "stage label, e.g. deploy", required=True),
     Option("status", "success | failure | cancelled | skipped (or give exit-code)"),
     Option("exit-code", "the stage's exit code (or give status)"),
     Option("duration-seconds", "the stage's wall time in seconds"),
@@ -190,11 +226,24 @@ def _unique(*groups: Sequence[Option]) -> tuple[Option, ...]:
     return tuple(seen.values())
 
 
-RUN_OPTIONS = _unique(MLFLOW_OPTIONS, DATA_OPTIONS, TRAIN_OPTIONS, GATE_OPTIONS, PROMOTE_OPTIONS)
+# `run` takes the candidate from its own training stage.
+RUN_OPTIONS = tuple(
+    replace(option, required=False)
+    for option in _unique(
+        MLFLOW_OPTIONS, DATA_OPTIONS, TRAIN_OPTIONS, GATE_OPTIONS, PROMOTE_OPTIONS
+    )
+)
+REQUIRED_TITLE = "required (the flag, or in a step the action input of the same name)"
 
 
 def _add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    needed = parser.add_argument_group(REQUIRED_TITLE) if any(o.required for o in options) else None
     for option in options:
-        parser.add_argument(
-            f"--{option.name}", dest=option.name.replace("-", "_"), help=option.help, default=None
+        action = (needed if option.required and needed else parser).add_argument(
+            f"--{option.name}",
+            dest=option.name.replace("-", "_"),
+            help=f"{option.help} (required)" if option.required else option.help,
+            default=None,
         )
+        if option.required and isinstance(parser, Parser):
+            parser.shown_required.append(action)
