@@ -10,7 +10,8 @@ from tests.conftest import ROOT
 
 def test_license_file_matches_pyproject() -> None:
     declared = re.search(r'^license = "([^"]+)"$', (ROOT / "pyproject.toml").read_text(), re.M)
-    assert declared and declared[1] == "Apache-2.0"
+    assert declared
+    assert declared[1] == "Apache-2.0"
     text = (ROOT / "LICENSE").read_text()
     assert re.search(r"Apache License\s+Version 2\.0, January 2004", text)
     # The whole text, terms and appendix, not a stub pointing elsewhere.
