@@ -441,3 +441,121 @@ def test_locks_wait_expire_and_can_be_removed(tmp_path: Path, mlflow_server: str
     assert moved.returncode == 0, moved.stderr
     names = [m.name for m in mlflow_client.search_registered_models()]
     assert lock not in names
+
+
+# ----------------------------------------------------------------------------- registry history
+
+
+def github_env(tmp_path: Path, tracking_uri: str, actor: str, sha: str) -> dict[str, str]:
+    """A runner's variables, so that each move records a commit, an actor and a workflow run."""
+    return clean_env(
+        tmp_path,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        GITHUB_ACTIONS="true",
+        GITHUB_OUTPUT=str(tmp_path / "output"),
+        GITHUB_STEP_SUMMARY=str(tmp_path / "summary"),
+        GITHUB_SERVER_URL="https://github.com",
+        GITHUB_REPOSITORY="acme/iris",
+        GITHUB_RUN_ID="77",
+        GITHUB_SHA=sha,
+        GITHUB_ACTOR=actor,
+    )
+
+
+def test_history_table_has_a_header_for_every_column(tmp_path: Path, mlflow_server: str) -> None:
+    from mlops_actions.cli.registry_cmds import HISTORY_COLUMNS
+
+    model, experiment = unique("history"), unique("exp")
+    runs = [logged_model_run(mlflow_server, experiment) for _ in range(2)]
+    for number, run in enumerate(runs, 1):
+        env = github_env(tmp_path, mlflow_server, f"dev{number}", f"{number}" * 40)
+        moved = promote(tmp_path, env, "--candidate", run, "--model-name", model)
+        assert moved.returncode == 0, moved.stderr
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    shown = run_cli(["registry", "history", "--model-name", model], tmp_path, env)
+    assert shown.returncode == 0, shown.output
+    header, *rows = shown.stdout.splitlines()
+    # Every value stands under a header of its own: cut each row at the header's columns.
+    starts = [header.index(name) for name in HISTORY_COLUMNS]
+    assert starts == sorted(starts)
+    cells = [
+        [row[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)] for row in rows
+    ]
+    run_url = "https://github.com/acme/iris/actions/runs/77"
+    assert [(c[0], c[2], c[3], c[4], c[5], c[6], c[7]) for c in cells] == [
+        ("1", "promote", "-", "1", "1" * 12, "dev1", run_url),
+        ("2", "promote", "1", "2", "2" * 12, "dev2", run_url),
+    ]
+    assert all(cell and "  " not in cell for row in cells for cell in row), shown.stdout
+
+
+def test_history_is_read_without_importing_mlflow(tmp_path: Path, mlflow_server: str) -> None:
+    """Importing mlflow takes seconds; over HTTP the history is one GET with the same result."""
+    from mlops_actions import promote as promote_core
+
+    model, experiment = unique("history-light"), unique("exp")
+    runs = [logged_model_run(mlflow_server, experiment) for _ in range(2)]
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    for run in runs:
+        assert promote(tmp_path, env, "--candidate", run, "--model-name", model).returncode == 0
+    script = (
+        "import sys\n"
+        "from mlops_actions.cli import main\n"
+        f"code = main(['registry', 'history', '--model-name', '{model}', '--json'])\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'mlflow'], 'mlflow imported'\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [str(BIN / "python"), "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    expected = promote_core.history_of(client(mlflow_server), model, "champion")
+    assert json.loads(done.stdout) == promote_core.as_dicts(expected)
+    assert [(m["from_version"], m["to_version"]) for m in json.loads(done.stdout)] == [
+        (None, "1"),
+        ("1", "2"),
+    ]
+
+
+HISTORY_READ = r"GET /api/2\.0/mlflow/registered-models/get"
+
+
+def test_history_over_http_handles_auth_retries_and_absence(
+    tmp_path: Path, mlflow_server: str
+) -> None:
+    model, experiment = unique("history-http"), unique("exp")
+    run = logged_model_run(mlflow_server, experiment)
+    direct = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    assert promote(tmp_path, direct, "--candidate", run, "--model-name", model).returncode == 0
+    proxy = FaultProxy(mlflow_server, require_authorization="Bearer s3cret")
+    server = proxy.serve()
+    history = ["registry", "history", "--model-name", model, "--json"]
+    try:
+        # The token MLflow would send is sent; 5xx answers are retried.
+        env = clean_env(tmp_path, MLFLOW_TRACKING_URI=proxy.url, MLFLOW_TRACKING_TOKEN="s3cret")
+        proxy.faults.append(Fault(HISTORY_READ, status=503, times=2))
+        shown = run_cli(history, tmp_path, {**env, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.1"})
+        assert shown.returncode == 0, shown.output
+        assert [m["to_version"] for m in json.loads(shown.stdout)] == ["1"]
+        assert proxy.count(HISTORY_READ) == 3
+        # No token: 401, named as such.
+        no_token = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_TOKEN"}
+        refused = run_cli(history, tmp_path, no_token)
+        assert refused.returncode == 3, refused.output
+        assert_one_line_error(refused, f"MLflow tracking server {proxy.url}", "HTTP 401")
+        # A server that keeps failing is reported after the retries.
+        proxy.faults.append(Fault(HISTORY_READ, status=503, times=-1))
+        failing = run_cli(history, tmp_path, {**env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"})
+        assert failing.returncode == 3, failing.output
+        assert_one_line_error(failing, "server error")
+    finally:
+        server.shutdown()
+    missing = run_cli(["registry", "history", "--model-name", unique("nope")], tmp_path, direct)
+    assert missing.returncode == 2, missing.output
+    assert_one_line_error(missing, "MLflow found nothing", "RESOURCE_DOES_NOT_EXIST")

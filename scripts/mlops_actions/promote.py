@@ -443,10 +443,13 @@ def move_alias(
 def history_of(client: MlflowClient, model_name: str, alias: str) -> list[Move]:
     """The settled history of one alias, oldest first (without changing anything)."""
     model = client.get_registered_model(model_name)
-    holder = dict(model.aliases or {}).get(alias)
-    return settled(
-        parse_history(dict(model.tags or {}), alias), None if holder is None else str(holder)
-    )
+    return history_from(dict(model.tags or {}), dict(model.aliases or {}), alias)
+
+
+def history_from(tags: dict[str, str], aliases: dict[str, Any], alias: str) -> list[Move]:
+    """The settled history of one alias from its model's tags and aliases."""
+    holder = aliases.get(alias)
+    return settled(parse_history(tags, alias), None if holder is None else str(holder))
 
 
 def rollback_target(history: list[Move], holder: str | None) -> str:

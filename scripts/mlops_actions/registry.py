@@ -3,12 +3,22 @@ candidate string (a run id or a model URI) points at."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode, urlsplit
 
-from .errors import ConfigError
-from .tracking import logged_models
+from .errors import ConfigError, ServiceError
+from .tracking import _hint, _reason, logged_models, redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -132,3 +142,123 @@ def resolve_candidate(client: MlflowClient, given: str) -> Candidate:
             f"add a version or an alias: models:/{name}/<version> or models:/{name}@<alias>",
         )
     return Candidate(text, ref.run_id, ref.uri, ref)
+
+
+# ----------------------------------------------------------------------------- a light reader
+
+# `import mlflow` alone takes 5-10 s on a busy machine, while reading an alias's history is one
+# GET. Over HTTP(S), with the credentials MLflow itself reads from the environment, the REST API
+# is asked directly; anything else (a database store, Databricks, an auth or header plugin, a
+# ~/.mlflow/credentials file) goes through MlflowClient as before.
+_PLUGIN_VARIABLES = ("MLFLOW_TRACKING_AUTH", "MLFLOW_TRACKING_AWS_SIGV4")
+_PLUGIN_GROUPS = ("mlflow.request_header_provider", "mlflow.request_auth_provider")
+_RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A registered model's tags and aliases, as the REST API returns them."""
+
+    name: str
+    tags: dict[str, str]
+    aliases: dict[str, str]
+
+
+def _on(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes"}
+
+
+def rest_applies(uri: str, env: Mapping[str, str]) -> bool:
+    """Whether a plain REST call reaches the registry exactly as MlflowClient would."""
+    if urlsplit(uri).scheme.lower() not in {"http", "https"}:
+        return False
+    if env.get("MLFLOW_TRACKING_AUTH") or _on(env.get("MLFLOW_TRACKING_AWS_SIGV4")):
+        return False
+    has_env_login = env.get("MLFLOW_TRACKING_USERNAME") and env.get("MLFLOW_TRACKING_PASSWORD")
+    if not has_env_login and Path("~/.mlflow/credentials").expanduser().exists():
+        return False
+    return not any(entry_points(group=group) for group in _PLUGIN_GROUPS)
+
+
+def _ssl_context(env: Mapping[str, str]) -> ssl.SSLContext:
+    if _on(env.get("MLFLOW_TRACKING_INSECURE_TLS")):
+        context = ssl._create_unverified_context()  # noqa: S323 - the user turned checks off
+    else:
+        context = ssl.create_default_context(cafile=env.get("MLFLOW_TRACKING_SERVER_CERT_PATH"))
+    if client_cert := env.get("MLFLOW_TRACKING_CLIENT_CERT_PATH"):
+        context.load_cert_chain(client_cert)
+    return context
+
+
+def _headers(env: Mapping[str, str]) -> dict[str, str]:
+    """MLflow's precedence: a user name and password, else a token."""
+    headers = {"Accept": "application/json"}
+    user, password = env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        login = base64.b64encode(f"{user}:{password}".encode()).decode()
+        headers["Authorization"] = f"Basic {login}"
+    elif token := env.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = f"Bearer {token}"
+    if workspace := (env.get("MLFLOW_WORKSPACE") or "").strip():
+        headers["X-MLFLOW-WORKSPACE"] = workspace
+    return headers
+
+
+def _get_json(url: str, env: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    """(status, body) of a GET, retried like MLflow's client (MLFLOW_HTTP_REQUEST_* settings)."""
+    retries = int(env.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") or 7)
+    backoff = float(env.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR") or 2)
+    timeout = float(env.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or 120)
+    request = urllib.request.Request(url, headers=_headers(env))  # noqa: S310 - http(s) only
+    context = _ssl_context(env) if url.startswith("https:") else None
+    for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(min(backoff * 2 ** (attempt - 1), 120))
+        try:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            if error.code in _RETRIED_STATUSES and attempt < retries:
+                continue
+            try:
+                body = json.loads(error.read() or b"{}")
+            except ValueError:
+                body = {}
+            return error.code, body if isinstance(body, dict) else {}
+        except (urllib.error.URLError, TimeoutError, ConnectionError):
+            if attempt == retries:
+                raise
+    raise AssertionError("unreachable")
+
+
+def registered_model_over_rest(
+    uri: str, name: str, env: Mapping[str, str], doing: str
+) -> ModelRecord:
+    """The registered model `name` from the REST API at `uri` (see rest_applies)."""
+    url = f"{uri.rstrip('/')}/api/2.0/mlflow/registered-models/get?{urlencode({'name': name})}"
+    try:
+        status, body = _get_json(url, env)
+    except (OSError, ValueError) as error:
+        reason = _reason(error)
+        raise ServiceError(
+            f"MLflow tracking server {redact(uri)} failed while {doing}: {reason}", _hint(reason)
+        ) from None
+    code, message = str(body.get("error_code", "")), str(body.get("message", ""))
+    if status == 404 and code == "RESOURCE_DOES_NOT_EXIST":
+        raise ConfigError(
+            f"MLflow found nothing while {doing}: {code}: {message}",
+            "check the run id, model name or version",
+        )
+    if 400 <= status < 500 and status not in {401, 403, 404, 429}:
+        raise ConfigError(f"MLflow rejected the request while {doing}: {code}: {message}")
+    if status != 200:
+        reason = _reason(ConnectionError(f"HTTP {status} {code} {message}"))
+        raise ServiceError(
+            f"MLflow tracking server {redact(uri)} failed while {doing}: {reason}", _hint(reason)
+        )
+    model = body.get("registered_model") or {}
+    return ModelRecord(
+        name=str(model.get("name", name)),
+        tags={str(t["key"]): str(t.get("value", "")) for t in model.get("tags") or []},
+        aliases={str(a["alias"]): str(a["version"]) for a in model.get("aliases") or []},
+    )

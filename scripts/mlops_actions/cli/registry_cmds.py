@@ -20,6 +20,7 @@ from .common import (
     emit,
     is_version_number,
     load_config,
+    mlflow_uris,
 )
 from .monitoring import _observe
 from .options import ALIAS_OPTIONS, MLFLOW_OPTIONS, PROMOTE_OPTIONS, ROLLBACK_OPTIONS
@@ -173,24 +174,56 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_registry_history(args: argparse.Namespace) -> int:
-    from .. import promote, tracking
+    from .. import promote, registry
 
-    model_name, alias, mlflow_client, uri = _alias_scope(
-        load_config(args, (*MLFLOW_OPTIONS, *ALIAS_OPTIONS))
-    )
-    with tracking.tracking_server(uri, f"reading the history of {model_name}@{alias}"):
-        moves = promote.history_of(mlflow_client, model_name, alias)
+    config = load_config(args, (*MLFLOW_OPTIONS, *ALIAS_OPTIONS))
+    model_name, alias = _model_name(config), str(config.get("promote.alias"))
+    uri, registry_uri = mlflow_uris(config)
+    doing = f"reading the history of {model_name}@{alias}"
+    if registry.rest_applies(registry_uri or uri, os.environ):
+        # One GET, without importing mlflow (seconds of imports for a one-line answer).
+        model = registry.registered_model_over_rest(
+            registry_uri or uri, model_name, os.environ, doing
+        )
+        moves = promote.history_from(model.tags, model.aliases, alias)
+    else:
+        from .. import tracking
+
+        mlflow_client, uri = _registry_client(config)
+        with tracking.tracking_server(uri, doing):
+            moves = promote.history_of(mlflow_client, model_name, alias)
     if args.json:
         print(json.dumps(promote.as_dicts(moves), indent=2))
         return EXIT_OK
-    print(f"{'#':>4}  {'when':20}  {'reason':8}  {'from':>5} -> {'to':<5}  by")
-    for move in moves:
-        by = " ".join(part for part in (move.workflow_run, move.commit[:12], move.actor) if part)
-        print(
-            f"{move.seq:>4}  {move.at:20}  {move.reason:8}  "
-            f"{move.from_version or '-':>5} -> {move.to_version or '-':<5}  {by}"
-        )
+    print(history_table(moves))
     return EXIT_OK
+
+
+HISTORY_COLUMNS = ("#", "when", "reason", "from", "to", "commit", "actor", "workflow run", "note")
+
+
+def history_table(moves: list[Any]) -> str:
+    """One column per field, each with its header; '-' where a move has no value."""
+    rows = [
+        (
+            str(m.seq),
+            m.at,
+            m.reason,
+            m.from_version or "-",
+            m.to_version or "-",
+            m.commit[:12] or "-",
+            m.actor or "-",
+            m.workflow_run or "-",
+            m.note or "-",
+        )
+        for m in moves
+    ]
+    columns = zip(HISTORY_COLUMNS, *rows, strict=True)
+    widths = [max(len(cell) for cell in column) for column in columns]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (HISTORY_COLUMNS, *rows)
+    )
 
 
 def cmd_registry_unlock(args: argparse.Namespace) -> int:
