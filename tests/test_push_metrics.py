@@ -625,3 +625,20 @@ def test_image_gauges_reach_the_gateway(pushgateway: Pushgateway) -> None:
     assert pushgateway.value("mlops_image_model_version", stage="build-push") == 4
     logged_model = monitor.image_samples(5_000, "")  # models:/m-...: no registry version
     assert [s.name for s in logged_model] == ["mlops_image_size_bytes"]
+
+
+def test_a_bug_in_the_push_is_raised_not_reported_as_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The push runs in a worker thread; a bug there must still reach the caller's handler."""
+    from mlops_actions import monitor
+
+    def broken(*args: object) -> monitor.PushResult:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(monitor, "_push_now", broken)
+    target = monitor.Target("http://127.0.0.1:9", "mlops-actions", "iris", 30.0)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="a bug"):
+        monitor.push(target, "s", monitor.stage_samples(0, 1.0, 1700000000.0))
+    assert time.monotonic() - started < 20  # not after the 30 s deadline
