@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import uuid
 from pathlib import Path
 from typing import Any
@@ -408,3 +409,167 @@ def test_evaluate_mode_action_compares_like_for_like(
     assert "both models evaluated on the same dataset" in result.summary
     assert len(github.check_runs) == 1
     assert github.check_runs[0]["conclusion"] == "success"
+
+
+# ----------------------------------------------------------------------------- infinities
+
+INF_RULES = [
+    {"metric": "accuracy", "direction": "higher", "threshold": 0.5},
+    {"metric": "rmse", "direction": "lower", "threshold": 5, "min_improvement": 0.0},
+]
+
+
+@pytest.mark.parametrize("server", ["mlflow_server", "postgres_mlflow_server"])
+def test_infinite_logged_metrics_fail_the_rules_that_read_them(
+    tmp_path: Path, server: str, request: pytest.FixtureRequest
+) -> None:
+    """SQL stores keep ±inf as ±float max; the gate must not read that as a finite number."""
+    tracking_uri = request.getfixturevalue(server)
+    model, experiment = unique("gate-inf"), unique("exp")
+    write_config(tmp_path, model, rules=INF_RULES)
+
+    # A candidate that logged accuracy = inf and rmse = -inf: no threshold may pass it.
+    infinite = log_run(tracking_uri, experiment, {"accuracy": math.inf, "rmse": -math.inf})
+    env = runner_env(tmp_path, tracking_uri, None)
+    rejected = evaluate(tmp_path, env, "--candidate", infinite)
+    assert rejected.returncode == 1, rejected.output
+    decision = json.loads(Path(rejected.outputs()["decision-file"]).read_text())
+    assert decision["reasons"] == [
+        "accuracy: candidate's accuracy is inf",
+        "rmse: candidate's rmse is -inf",
+        "rmse: candidate's rmse is -inf",
+    ]
+    assert [rule["candidate"] for rule in decision["rules"]] == [None, None]
+    summary = (tmp_path / "summary").read_text()
+    assert "| ❌ | `accuracy` (higher is better) | ∞ |" in summary
+    assert "| ❌ | `rmse` (lower is better) | -∞ |" in summary
+
+    # History: v1 once logged rmse = inf, v2 is the champion. v1 has no bar but is named.
+    register(tracking_uri, model, log_run(tracking_uri, experiment, {"rmse": math.inf}), "")
+    register(tracking_uri, model, log_run(tracking_uri, experiment, {"rmse": 2.0}))
+    better = log_run(tracking_uri, experiment, {"accuracy": 0.9, "rmse": 1.5})
+    write_config(tmp_path, model, rules=INF_RULES, primary_metric="rmse")
+    env = runner_env(tmp_path, tracking_uri, None)
+    passed = evaluate(tmp_path, env, "--candidate", better)
+    assert passed.returncode == 0, passed.output
+    summary = (tmp_path / "summary").read_text()
+    assert '  x-axis ["v2", "candidate"]' in summary
+    assert "  bar [2, 1.5]" in summary
+    assert "Not charted (not a finite number): v1 (∞)." in summary
+
+    # A champion whose rmse is inf: no candidate is "no worse" than that.
+    client(tracking_uri).set_registered_model_alias(model, "champion", "1")
+    env = runner_env(tmp_path, tracking_uri, None)
+    refused = evaluate(tmp_path, env, "--candidate", better)
+    assert refused.returncode == 1, refused.output
+    assert refused.outputs()["champion-version"] == "1"
+    assert "rmse: champion's rmse is inf" in refused.stdout
+    decision = json.loads(Path(refused.outputs()["decision-file"]).read_text())
+    assert decision["reasons"] == ["rmse: champion's rmse is inf"]
+    assert decision["rules"][1]["champion"] is None
+    assert "| ❌ | `rmse` (lower is better) | 1.5 | ∞ | — |" in (tmp_path / "summary").read_text()
+
+
+# ----------------------------------------------------------------------------- housing
+
+
+def train_housing(project: Path, env: dict[str, str], drop: str = "") -> dict[str, str]:
+    command = f"python train.py --drop {drop}" if drop else "python train.py"
+    done = run_cli(["train", "--command", command], project, env, timeout=600)
+    assert done.returncode == 0, done.output
+    return done.outputs()
+
+
+def housing_env(home: Path, tracking_uri: str) -> dict[str, str]:
+    # No MLFLOW_EXPERIMENT_NAME: the experiment comes from the train step's own input, as
+    # when the gate runs in a job of its own.
+    return runner_env(home, tracking_uri, None)
+
+
+def test_evaluate_mode_gives_each_model_the_columns_it_was_trained_on(
+    housing: Path, tmp_path: Path, mlflow_server: str
+) -> None:
+    model, experiment = unique("housing"), unique("housing")
+    env = housing_env(tmp_path, mlflow_server)
+    train_env = {**env, "MLFLOW_EXPERIMENT_NAME": experiment}
+    # Champion and candidate each left different columns out before fitting.
+    champion = train_housing(housing, train_env, drop="age_years")
+    version = register(mlflow_server, model, champion["run-id"], model_uri=champion["model-uri"])
+    worse = train_housing(housing, train_env, drop="rooms,area_m2")
+
+    rejected = evaluate(housing, env, "--candidate", worse["model-uri"], "--model-name", model)
+    assert rejected.returncode == 1, rejected.output
+    assert "Feature names" not in rejected.output
+    outputs = rejected.outputs()
+    assert outputs["champion-version"] == version
+    decision = json.loads(Path(outputs["decision-file"]).read_text())
+    assert decision["compare"] == "evaluate"
+    rmse = decision["rules"][0]
+    assert rmse["metric"] == "root_mean_squared_error"
+    assert rmse["candidate"] > rmse["champion"] > 0, rmse
+    assert "root_mean_squared_error: improvement -" in rejected.stdout
+
+    # The champion's evaluation run sits in the candidate's experiment, under the candidate.
+    mlflow_client = client(mlflow_server)
+    candidate_run = mlflow_client.get_run(worse["run-id"])
+    nested = mlflow_client.get_run(decision["champion_evaluation_run_id"])
+    assert nested.data.tags["mlflow.parentRunId"] == worse["run-id"]
+    assert nested.info.experiment_id == candidate_run.info.experiment_id
+    assert mlflow_client.get_experiment(nested.info.experiment_id).name == experiment
+
+    better = train_housing(housing, train_env)  # every column
+    passed = evaluate(housing, env, "--candidate", better["model-uri"], "--model-name", model)
+    assert passed.returncode == 0, passed.output
+    decision = json.loads(Path(passed.outputs()["decision-file"]).read_text())
+    assert decision["rules"][0]["candidate"] < decision["rules"][0]["champion"]
+
+
+def log_overflowing_model(project: Path, tracking_uri: str, experiment: str) -> str:
+    """A regressor whose predictions (~1e202) overflow its squared error to inf."""
+    import mlflow
+    import mlflow.sklearn
+    import pandas as pd
+    from sklearn.linear_model import Ridge
+
+    frame = pd.read_csv(project / "data" / "housing.csv")
+    features = frame.drop(columns=["price"])
+    model = Ridge().fit(features, frame["price"])
+    model.coef_ = model.coef_ * 1e200
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", input_example=features.head(3))
+    return str(info.model_uri)
+
+
+def test_evaluate_mode_reports_an_infinite_score_as_infinite(
+    housing: Path, tmp_path: Path, mlflow_server: str
+) -> None:
+    model, experiment = unique("housing-inf"), unique("housing")
+    env = housing_env(tmp_path, mlflow_server)
+    good = train_housing(housing, {**env, "MLFLOW_EXPERIMENT_NAME": experiment})
+    first = evaluate(housing, env, "--candidate", good["model-uri"], "--model-name", model)
+    assert first.returncode == 0, first.output  # a first model, logs eval_* on its run
+    register(mlflow_server, model, good["run-id"], model_uri=good["model-uri"])
+
+    overflowing = log_overflowing_model(housing, mlflow_server, experiment)
+    env = housing_env(tmp_path, mlflow_server)
+    rejected = evaluate(housing, env, "--candidate", overflowing, "--model-name", model)
+    assert rejected.returncode == 1, rejected.output
+    assert "root_mean_squared_error: candidate's root_mean_squared_error is inf" in rejected.stdout
+
+    # Promoted anyway (by hand): re-evaluated, and read back from its run for the chart.
+    mlflow_client = client(mlflow_server)
+    overflow_run = mlflow_client.get_logged_model(overflowing.split("/")[-1]).source_run_id
+    register(mlflow_server, model, overflow_run, model_uri=overflowing)
+    env = housing_env(tmp_path, mlflow_server)
+    refused = evaluate(housing, env, "--candidate", good["model-uri"], "--model-name", model)
+    assert refused.returncode == 1, refused.output
+    assert refused.outputs()["champion-version"] == "2"
+    decision = json.loads(Path(refused.outputs()["decision-file"]).read_text())
+    assert decision["reasons"] == [
+        "root_mean_squared_error: champion's root_mean_squared_error is inf"
+    ]
+    summary = (tmp_path / "summary").read_text()
+    assert '  x-axis ["v1", "candidate"]' in summary
+    assert "Not charted (not a finite number): v2 (∞)." in summary

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 import pytest
 
-from mlops_actions import gate, report
+from mlops_actions import evaluation, gate, report
 from mlops_actions.errors import ConfigError
 
 NAN, INF = math.nan, math.inf
@@ -108,6 +109,36 @@ def test_bad_candidate_metric_is_named(value: float | None, word: str) -> None:
     assert decision.reasons == (f"m: candidate's m is {word}",)
 
 
+# What MLflow's SQL stores (SQLite, PostgreSQL) hand back for a metric logged as ±inf.
+STORED_INF = sys.float_info.max
+
+
+def test_the_stored_stand_in_for_infinity_is_read_as_infinity() -> None:
+    read = evaluation.metric_value
+    assert (read(STORED_INF), read(-STORED_INF)) == (INF, -INF)
+    assert (read("inf"), read("-inf"), math.isnan(read("nan"))) == (INF, -INF, True)  # worker
+    assert (read(1e308), read(0.5), read(3)) == (1e308, 0.5, 3.0)  # large is not infinite
+
+
+def test_stored_infinities_fail_every_rule_that_reads_them() -> None:
+    rules = [rule("acc", threshold=0.5), rule("rmse", "lower", threshold=5, min_improvement=0.0)]
+    stored = {
+        "acc": evaluation.metric_value(STORED_INF),
+        "rmse": evaluation.metric_value(-STORED_INF),
+    }
+    decision = gate.decide(rules, stored, None)
+    assert not decision.passed
+    assert decision.reasons == (
+        "acc: candidate's acc is inf",
+        "rmse: candidate's rmse is -inf",  # the threshold
+        "rmse: candidate's rmse is -inf",  # and the comparison
+    )
+
+    champion = {"acc": 0.9, "rmse": evaluation.metric_value(STORED_INF)}
+    decision = gate.decide(rules, {"acc": 0.9, "rmse": 1.0}, champion)
+    assert decision.reasons == ("rmse: champion's rmse is inf",)
+
+
 def test_first_model_policy() -> None:
     rules = [rule("acc", threshold=0.9, min_improvement=0.0)]
     allowed = gate.decide(rules, {"acc": 0.95}, None, first_model_policy="pass")
@@ -201,3 +232,20 @@ def test_report_marks_rules_and_charts_history() -> None:
     assert '  x-axis ["v1", "v2", "v3", "candidate"]' in text
     assert "  bar [0.91, 0.92, 0.93, 0.95]" in text
     assert "  line [0.9, 0.9, 0.9, 0.9]" in text
+
+
+def test_history_chart_names_the_versions_it_cannot_draw() -> None:
+    decision = gate.decide([rule("rmse", "lower", threshold=5)], {"rmse": 1.5}, {"rmse": 2.0})
+    facts = report.GateFacts(
+        model_name="housing",
+        alias="champion",
+        compare="logged",
+        candidate="abc",
+        champion_version="3",
+        primary_metric="rmse",
+        history=(("v1", 2.5), ("v2", evaluation.metric_value(STORED_INF)), ("v3", 2.0)),
+    )
+    text = report.gate_report(decision, facts)
+    assert '  x-axis ["v1", "v3", "candidate"]' in text
+    assert "  bar [2.5, 2, 1.5]" in text
+    assert "Not charted (not a finite number): v2 (∞)." in text

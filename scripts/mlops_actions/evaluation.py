@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,11 +44,27 @@ class EvaluationSpec:
     metric_prefix: str
 
 
+# MLflow's SQL stores (SQLite, PostgreSQL, MySQL) cannot hold an infinity: they keep a metric
+# logged as ±inf as ±float max and hand that back. No real metric is that large.
+STORED_INFINITY = sys.float_info.max
+
+
+def metric_value(value: Any) -> float:
+    """A metric value as it was logged: ±inf where the store kept ±float max in its place."""
+    number = float(value)
+    if abs(number) == STORED_INFINITY:
+        return math.copysign(math.inf, number)
+    return number
+
+
 def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
-    """A run's latest metric values; {} for a version registered without a run."""
+    """A run's latest metric values; {} for a version registered without a run.
+
+    Every metric the gate reads from MLflow comes through here (candidate, champion, history).
+    """
     if not run_id:
         return {}
-    return {k: float(v) for k, v in client.get_run(run_id).data.metrics.items()}
+    return {k: metric_value(v) for k, v in client.get_run(run_id).data.metrics.items()}
 
 
 def logged(client: MlflowClient, candidate: Candidate, champion: VersionRef | None) -> Metrics:
@@ -63,8 +80,8 @@ def logged(client: MlflowClient, candidate: Candidate, champion: VersionRef | No
 
 
 def _from_json(values: Mapping[str, Any]) -> dict[str, float]:
-    """The worker writes non-finite values as null; the gate must see them as NaN."""
-    return {k: math.nan if v is None else float(v) for k, v in values.items()}
+    """The worker's values: numbers, or "inf" / "-inf" / "nan" (JSON has none of them)."""
+    return {k: math.nan if v is None else metric_value(v) for k, v in values.items()}
 
 
 def reevaluate(

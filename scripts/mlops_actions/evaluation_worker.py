@@ -47,24 +47,51 @@ def read_dataset(path: Path, targets: str) -> Any:
     return frame
 
 
-def finite_metrics(metrics: dict[str, Any]) -> dict[str, float | None]:
-    """JSON has no NaN: a non-finite value becomes null, which the gate reports as such."""
-    result: dict[str, float | None] = {}
+def json_metrics(metrics: dict[str, Any]) -> dict[str, float | str]:
+    """JSON has no NaN or infinity: those go as "nan", "inf", "-inf", which the gate reads back."""
+    result: dict[str, float | str] = {}
     for name, value in metrics.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
-            result[name] = float(value) if math.isfinite(value) else None
+            result[name] = float(value) if math.isfinite(value) else str(float(value))
     return result
 
 
-def evaluate(model_uri: str, frame: Any, request: dict[str, Any]) -> dict[str, float | None]:
+def signature_columns(model_uri: str, frame: Any, targets: str) -> list[str] | None:
+    """The columns the model's signature names, in its order; None: all but the targets.
+
+    MLflow's evaluator calls the raw model (e.g. scikit-learn's predict, which refuses columns
+    it was not fitted on) with every column that is not the target, unlike the pyfunc path,
+    which drops the columns the signature does not name. So each model gets its own columns.
+    """
+    from mlflow.models import get_model_info
+
+    signature = get_model_info(model_uri).signature
+    inputs = signature.inputs if signature is not None else None
+    if inputs is None or not inputs.has_input_names():
+        return None
+    names = [str(name) for name in inputs.input_names()]
+    missing = [name for name in names if name not in frame.columns]
+    if missing:
+        raise WorkerError(
+            f"model {model_uri} needs column(s) the evaluation dataset lacks: "
+            + ", ".join(missing),
+            "evaluate on a dataset with every column the model's signature names",
+        )
+    return [name for name in names if name != targets]
+
+
+def evaluate(model_uri: str, frame: Any, request: dict[str, Any]) -> dict[str, float | str]:
     import mlflow
 
+    # Outside the try: a tracking server that fails here is a service error, not bad input.
+    columns = signature_columns(model_uri, frame, request["targets"])
     try:
         result = mlflow.models.evaluate(  # type: ignore[no-untyped-call]
             model_uri,
             frame,
             targets=request["targets"],
             model_type=request["model_type"],
+            feature_names=columns,
             evaluator_config={
                 "log_model_explainability": False,
                 "metric_prefix": request["metric_prefix"],
@@ -81,7 +108,7 @@ def evaluate(model_uri: str, frame: Any, request: dict[str, Any]) -> dict[str, f
         (name[len(prefix) :] if prefix and name.startswith(prefix) else name): value
         for name, value in result.metrics.items()
     }
-    return finite_metrics(metrics)
+    return json_metrics(metrics)
 
 
 def main(request_path: str, result_path: str) -> int:
@@ -91,10 +118,16 @@ def main(request_path: str, result_path: str) -> int:
 
         frame = read_dataset(Path(request["data"]), request["targets"])
         results: dict[str, Any] = {"mlflow_version": mlflow.__version__}
-        with mlflow.start_run(run_id=request["candidate_run_id"]):
+        with mlflow.start_run(run_id=request["candidate_run_id"]) as parent:
             results["candidate"] = evaluate(request["candidate_model_uri"], frame, request)
             if request.get("champion_model_uri"):
-                with mlflow.start_run(nested=True, run_name=request["champion_run_name"]) as run:
+                # Beside its parent: a nested run defaults to the environment's experiment
+                # (else Default), where the UI would show it as an orphan.
+                with mlflow.start_run(
+                    nested=True,
+                    run_name=request["champion_run_name"],
+                    experiment_id=parent.info.experiment_id,
+                ) as run:
                     mlflow.set_tags(request.get("champion_tags", {}))
                     results["champion"] = evaluate(request["champion_model_uri"], frame, request)
                     results["champion_evaluation_run_id"] = run.info.run_id

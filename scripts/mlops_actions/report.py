@@ -139,6 +139,8 @@ def history_chart(facts: GateFacts, decision: Decision) -> str:
     """
     rule = next((r for r in decision.rules if r.metric == facts.primary_metric), None)
     points = [(label, value) for label, value in facts.history if math.isfinite(value)]
+    # An infinite or NaN value has no bar; it is named below the chart instead.
+    left_out = [f"{label} ({number(v)})" for label, v in facts.history if not math.isfinite(v)]
     if rule is not None and rule.candidate is not None and math.isfinite(rule.candidate):
         points.append(("candidate", rule.candidate))
     if len(points) < 2 or rule is None:
@@ -161,6 +163,8 @@ def history_chart(facts: GateFacts, decision: Decision) -> str:
     lines.append("```")
     if threshold is not None:
         lines.append(f"Bars: {facts.primary_metric}; line: the threshold, {threshold:g}.")
+    if left_out:
+        lines.append(f"Not charted (not a finite number): {', '.join(left_out)}.")
     return "\n".join(lines)
 
 
