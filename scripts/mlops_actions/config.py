@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import jsonschema
 
-from . import user_yaml
+from . import pairs, user_yaml
 from .errors import ConfigError
 
 CONFIG_FILE_NAME = "mlops.yaml"
@@ -192,7 +192,7 @@ def _parse_document(text: str, where: str, kind: type) -> Any:
 
 
 def _parse_mapping(text: str, where: str) -> dict[str, Any]:
-    """A JSON object, or `key=value` pairs on separate lines (or separated by commas)."""
+    """A JSON object, or `key=value` pairs (one per line; see `pairs` for commas)."""
     if not text:
         return {}
     if text.startswith("{"):
@@ -203,18 +203,7 @@ def _parse_mapping(text: str, where: str) -> dict[str, Any]:
         if not isinstance(parsed, dict):
             raise ConfigError(f"{where} must be a JSON object")
         return parsed
-    result: dict[str, Any] = {}
-    for piece in (p.strip() for line in text.splitlines() for p in line.split(",")):
-        if not piece:
-            continue
-        key, sep, value = piece.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(
-                f"{where} must be key=value pairs or a JSON object, got {piece!r}",
-                "write one pair per line, e.g. 'alpha=0.5'",
-            )
-        result[key.strip()] = value.strip()
-    return result
+    return dict(pairs.parse_pairs(text, where))
 
 
 # ----------------------------------------------------------------------------- validation

@@ -107,6 +107,7 @@ def run_promote(config: Config, given: str, args: argparse.Namespace) -> int:
     from .. import context, promote, registry, tracking
     from ..errors import EXIT_REJECTED, MlopsError
 
+    _expected_version(_value(args, "expected-version"), "", {})  # checked before any request
     model_name, alias, mlflow_client, uri = _alias_scope(config)
     with tracking.tracking_server(uri, f"resolving the candidate {given or '(none)'}"):
         candidate = registry.resolve_candidate(mlflow_client, given)
