@@ -84,3 +84,40 @@ def test_input_value_reads_the_mapped_variable() -> None:
     assert gha.input_value("tracking-uri", env) == "http://x"
     assert gha.input_value("jobs", env) == ""
     assert gha.input_value("missing", env) == ""
+
+
+def _commands(text: str) -> list[str]:
+    """Lines the runner would execute: '::' first after spaces, or '##[' anywhere."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return [line for line in lines if line.lstrip().startswith("::") or "##[" in line]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x\n::error::injected",
+        "x\r::add-mask::injected",
+        "x\r\n  ::set-output name=a::injected",
+        "x ##[error]injected",
+        "::warning::at the start",
+    ],
+)
+def test_log_safe_lines_are_no_workflow_commands(value: str) -> None:
+    shown = gha.log_safe(f"name: {value}")
+    assert _commands(shown) == []
+    assert "injected" in shown or "at the start" in shown  # still readable, not dropped
+    assert gha.log_safe("tags: a:v1\nb:latest") == "tags: a:v1\nb:latest"
+
+
+def test_group_title_and_emitted_values_cannot_start_a_command(
+    runner: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlops_actions.cli import emit
+
+    with gha.group("gate: abc\n::error::injected"):
+        emit({"alias": "champion\n::add-mask::injected"})
+    out = capsys.readouterr().out
+    assert _commands(out) == ["::group::gate: abc%0A::error::injected", "::endgroup::"]
+    assert parse_env_file(runner["output"].read_text()) == {
+        "alias": "champion\n::add-mask::injected"
+    }
