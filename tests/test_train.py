@@ -224,18 +224,38 @@ def test_embedded_sqlite_store_by_default(pulled_example: Path, tmp_path: Path) 
 # deterministic points, no sleeps to guess them.
 
 
-def _start(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(BIN / "mlops-actions"), *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+class Cli:
+    """The CLI started in the background. Its output goes to files, not pipes: a process it
+    failed to end would hold a pipe open, and reading it would hang instead of failing."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], logs: Path) -> None:
+        logs.mkdir(parents=True, exist_ok=True)
+        self.out, self.err = logs / "stdout", logs / "stderr"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.process = subprocess.Popen(
+                [str(BIN / "mlops-actions"), *args], cwd=cwd, env=env, stdout=out, stderr=err
+            )
+
+    def send_signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def finish(self, timeout: float = 600) -> tuple[str, str]:
+        try:
+            self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        return self.out.read_text(), self.err.read_text()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
 
 
-def _wait_for(path: Path, process: subprocess.Popen[str]) -> None:
+def _wait_for(path: Path, process: Cli) -> None:
     """Until the training wrote `path` (bounded, so a broken start fails instead of hanging)."""
     deadline = time.monotonic() + 300
     while not path.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -282,14 +302,19 @@ def test_sigterm_while_a_request_is_in_flight_never_leaves_a_run_running(
 ) -> None:
     experiment = f"train-sigterm-{tmp_path.name}"
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=proxy.url)
-    started: list[subprocess.Popen[str]] = []
+    started: list[Cli] = []
     proxy.faults.append(
         Fault(request_pattern, before=lambda: started[0].send_signal(signal.SIGTERM))
     )
     started.append(
-        _start(["train", "--experiment", experiment, "--command", "true"], tmp_path, env)
+        Cli(
+            ["train", "--experiment", experiment, "--command", "true"],
+            tmp_path,
+            env,
+            tmp_path / "cli",
+        )
     )
-    stdout, stderr = started[0].communicate(timeout=600)
+    stdout, stderr = started[0].finish()
     assert proxy.faults[0].times == 0, proxy.seen  # the signal came during that request
     assert started[0].returncode == 128 + signal.SIGTERM, stdout + stderr
     assert "Traceback" not in stderr
@@ -302,14 +327,15 @@ def test_sigint_exits_130_and_marks_the_run_killed(tmp_path: Path, mlflow_server
     experiment = f"train-sigint-{tmp_path.name}"
     marker = tmp_path / "started"
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
-    process = _start(
+    process = Cli(
         ["train", "--experiment", experiment, "--command", f"touch {marker}; sleep 120"],
         tmp_path,
         env,
+        tmp_path / "cli",
     )
     _wait_for(marker, process)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.finish()
     assert process.returncode == 128 + signal.SIGINT, stdout + stderr
     assert "status: KILLED" in stdout
     assert _statuses(mlflow_client(mlflow_server), experiment) == ["KILLED"]
@@ -350,7 +376,9 @@ def test_processes_in_a_new_session_do_not_outlive_the_step(
     orphan_file = tmp_path / "orphan.pid"
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
     command = f"{spawn}; sleep 120" if cancel else spawn
-    process = _start(["train", "--experiment", experiment, "--command", command], tmp_path, env)
+    process = Cli(
+        ["train", "--experiment", experiment, "--command", command], tmp_path, env, tmp_path / "cli"
+    )
     orphan: int | None = None
     try:
         _wait_for(orphan_file, process)
@@ -359,14 +387,14 @@ def test_processes_in_a_new_session_do_not_outlive_the_step(
         assert born is not None
         if cancel:
             process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=120)
+        stdout, stderr = process.finish()
         assert process.returncode == (128 + signal.SIGTERM if cancel else 0), stdout + stderr
         assert _start_time(orphan) != born, "the process in a new session outlived the step"
         expected = "KILLED" if cancel else "FINISHED"
         assert _statuses(mlflow_client(mlflow_server), experiment) == [expected]
     finally:
         if process.poll() is None:
-            process.kill()
+            process.process.kill()
         if orphan is not None and _start_time(orphan) is not None:
             os.kill(orphan, signal.SIGKILL)  # do not leave it behind when the test fails
 
@@ -410,14 +438,15 @@ def test_run_cancelled_in_the_train_stage_exits_130_on_sigint(
     experiment = f"run-sigint-{tmp_path.name}"
     marker = tmp_path / "started"
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
-    process = _start(
+    process = Cli(
         ["run", "--experiment", experiment, "--command", f"touch {marker}; sleep 120"],
         example,
         env,
+        tmp_path / "cli",
     )
     _wait_for(marker, process)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.finish()
     assert process.returncode == 128 + signal.SIGINT, stdout + stderr
     assert _statuses(mlflow_client(mlflow_server), experiment) == ["KILLED"]
 
@@ -427,19 +456,20 @@ def test_run_cancelled_in_the_evaluate_stage_exits_143_on_sigterm(
 ) -> None:
     model = f"run-sigterm-{tmp_path.name}"
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=proxy.url)
-    started: list[subprocess.Popen[str]] = []
+    started: list[Cli] = []
     champion_lookup = r"^GET /api/2\.0/mlflow/registered-models/"  # the gate's first registry call
     proxy.faults.append(
         Fault(champion_lookup, before=lambda: started[0].send_signal(signal.SIGTERM))
     )
     started.append(
-        _start(
+        Cli(
             ["run", "--experiment", model, "--model-name", model, "--command", QUICK_METRICS],
             example,
             env,
+            tmp_path / "cli",
         )
     )
-    stdout, stderr = started[0].communicate(timeout=600)
+    stdout, stderr = started[0].finish()
     assert proxy.count(champion_lookup) >= 1, stderr
     assert started[0].returncode == 128 + signal.SIGTERM, stdout + stderr
     assert "stage 3/4: evaluate" in stderr
