@@ -94,7 +94,7 @@ def _after_move(config: Config, args: argparse.Namespace, result: Any, reason: s
     reporter.dispatch(
         event, {k.replace("-", "_"): v for k, v in outputs.items()} | {"reason": reason}
     )
-    print(f"dispatched repository event '{event}' to {run_context.repository}")
+    print(gha.log_safe(f"dispatched repository event '{event}' to {run_context.repository}"))
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -194,9 +194,9 @@ def cmd_registry_history(args: argparse.Namespace) -> int:
         with tracking.tracking_server(uri, doing):
             moves = promote.history_of(mlflow_client, model_name, alias)
     if args.json:
-        print(json.dumps(promote.as_dicts(moves), indent=2))
+        print(gha.log_safe(json.dumps(promote.as_dicts(moves), indent=2)))
         return EXIT_OK
-    print(history_table(moves))
+    print(gha.log_safe(history_table(moves)))  # registry tags: anyone with write access
     return EXIT_OK
 
 
