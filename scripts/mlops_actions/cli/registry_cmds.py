@@ -194,7 +194,8 @@ def cmd_registry_history(args: argparse.Namespace) -> int:
         with tracking.tracking_server(uri, doing):
             moves = promote.history_of(mlflow_client, model_name, alias)
     if args.json:
-        print(gha.log_safe(json.dumps(promote.as_dicts(moves), indent=2)))
+        # The same JSON, with no legacy '##[' workflow command in it for the runner to run.
+        print(json.dumps(promote.as_dicts(moves), indent=2).replace("##[", "\\u0023#["))
         return EXIT_OK
     print(gha.log_safe(history_table(moves)))  # registry tags: anyone with write access
     return EXIT_OK
