@@ -316,9 +316,9 @@ def test_sigterm_while_a_request_is_in_flight_never_leaves_a_run_running(
     )
     stdout, stderr = started[0].finish()
     assert proxy.faults[0].times == 0, proxy.seen  # the signal came during that request
+    assert _statuses(mlflow_client(mlflow_server), experiment) == runs, stdout + stderr
     assert started[0].returncode == 128 + signal.SIGTERM, stdout + stderr
     assert "Traceback" not in stderr
-    assert _statuses(mlflow_client(mlflow_server), experiment) == runs
     if runs:
         assert "status: KILLED" in stdout
 
