@@ -144,6 +144,8 @@ def test_a_bad_registry_uri_or_variable_is_named(runner: Runner, verb: str) -> N
         "mssql+pyodbc://db/mlflow",
         "databricks",
         "databricks://profile",
+        "databricks://secret-scope:key-prefix",
+        "databricks-uc",
     ],
 )
 def test_what_mlflow_accepts_is_accepted(uri: str) -> None:

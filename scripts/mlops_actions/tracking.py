@@ -82,12 +82,6 @@ def check_uri(uri: str, where: str) -> str:
             else "characters a host name cannot hold"
         )
         raise ConfigError(f"{where} is not a valid URI: it has {reason}", example) from None
-    try:
-        parts.port  # noqa: B018 - reading the port parses it
-    except ValueError:
-        raise ConfigError(
-            f"{where} has a port that is not a number from 0 to 65535", example
-        ) from None
     scheme = _scheme(parts)
     if scheme not in MLFLOW_SCHEMES and scheme not in _plugin_schemes():
         raise ConfigError(
@@ -95,6 +89,13 @@ def check_uri(uri: str, where: str) -> str:
             "use http(s)://host[:port], databricks, sqlite:///path, postgresql://, mysql://, "
             "mssql://, file:///path or a plain directory path",
         )
+    try:  # host:port only where there is one (databricks://<scope>:<prefix> is no port)
+        if scheme in {"http", "https"} | DATABASE_SCHEMES:
+            parts.port  # noqa: B018 - reading the port parses it
+    except ValueError:
+        raise ConfigError(
+            f"{where} has a port that is not a number from 0 to 65535", example
+        ) from None
     if scheme in {"http", "https"} and not parts.hostname:
         raise ConfigError(f"{where} has no host name", f"e.g. {scheme}://mlflow.example.com:5000")
     if parts.password or (parts.username and scheme not in DATABASE_SCHEMES):
