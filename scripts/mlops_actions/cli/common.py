@@ -18,8 +18,7 @@ from .options import Option
 # Inputs that may span lines (a script, pairs, lists, rules); every other value is one line,
 # so that no input can put a line of its own, a workflow command, into the log.
 MULTILINE_INPUTS = frozenset(
-    {"command", "parameters", "tags", "build-args", "rules", "targets", "metrics"}
-    | {"backend-config"}
+    ("command", "parameters", "tags", "build-args", "backend-config", "rules", "targets", "metrics")
 )
 
 
