@@ -137,6 +137,7 @@ def test_a_bad_registry_uri_or_variable_is_named(runner: Runner, verb: str) -> N
         "file:///tmp/mlruns",
         "mlruns",
         "/tmp/mlruns",
+        "/home/me/My Runs/mlruns",
         "sqlite:///mlflow.db",
         "postgresql://mlflow@db.example.com:5432/mlflow",
         "postgresql+psycopg2://mlflow@db/mlflow",

@@ -67,11 +67,9 @@ def check_uri(uri: str, where: str) -> str:
     The error names `where` the value came from and never echoes the value: it may hold a
     password, or a line break that would end up in the log as a workflow command.
     """
-    if any(c.isspace() or not c.isprintable() for c in uri):
-        raise ConfigError(
-            f"{where} has spaces, line breaks or control characters in it",
-            "give one URI, e.g. https://mlflow.example.com or sqlite:///mlflow.db",
-        )
+    one_uri = "give one URI, e.g. https://mlflow.example.com or sqlite:///mlflow.db"
+    if not uri.isprintable():  # a line break, a tab or another control character
+        raise ConfigError(f"{where} has line breaks or control characters in it", one_uri)
     example = "e.g. https://mlflow.example.com, http://[::1]:5000 or sqlite:///mlflow.db"
     try:
         parts = urlsplit(uri)
@@ -89,6 +87,8 @@ def check_uri(uri: str, where: str) -> str:
             "use http(s)://host[:port], databricks, sqlite:///path, postgresql://, mysql://, "
             "mssql://, file:///path or a plain directory path",
         )
+    if " " in uri and scheme not in {"", "file"}:  # a directory path may hold spaces
+        raise ConfigError(f"{where} has spaces in it", one_uri)
     try:  # host:port only where there is one (databricks://<scope>:<prefix> is no port)
         if scheme in {"http", "https"} | DATABASE_SCHEMES:
             parts.port  # noqa: B018 - reading the port parses it
