@@ -107,6 +107,8 @@ def run_supervised(
     gets the same. Returns the child's exit status; killed by signal N, 128 + N as a shell says.
     """
     with ProcessTree() as tree, cancellation.deferred():
+        if cancellation.signum is not None:
+            return EXIT_CANCELLED + cancellation.signum  # not worth starting (leaving raises)
         process = subprocess.Popen(argv, cwd=cwd, env=dict(env), start_new_session=True)
         deadline: float | None = None
         while True:
