@@ -352,16 +352,20 @@ def _start_time(pid: int) -> str | None:
     return None if fields[0] == "Z" else fields[19]
 
 
-# Each prints the pid of a `sleep 1000` in a session of its own to orphan.pid, then goes on.
+# Each writes "pid start-time" of a `sleep 1000` in a session of its own to orphan.pid, then
+# goes on. The start time is read by the spawner: the step may end the orphan before we look.
 SETSID = (
-    "setsid sh -c 'echo $$ > orphan.tmp && mv orphan.tmp orphan.pid; exec sleep 1000' & "
+    'setsid sh -c \'echo $$ $(cut -d" " -f22 /proc/$$/stat) > orphan.tmp && '
+    "mv orphan.tmp orphan.pid; exec sleep 1000' & "
     "while [ ! -e orphan.pid ]; do sleep 0.1; done"
 )
 # The parent exits at once: the orphan is re-parented, out of any walk of the training's tree.
 NEW_SESSION = (
     'python -c "import os, subprocess; '
     "p = subprocess.Popen(['sleep', '1000'], start_new_session=True); "
-    "open('orphan.tmp', 'w').write(str(p.pid)); os.replace('orphan.tmp', 'orphan.pid')\""
+    "s = open('/proc/%d/stat' % p.pid).read(); "
+    "open('orphan.tmp', 'w').write('%d %s' % (p.pid, s[s.rfind(')') + 2 :].split()[19])); "
+    "os.replace('orphan.tmp', 'orphan.pid')\""
 )
 
 
@@ -383,9 +387,8 @@ def test_processes_in_a_new_session_do_not_outlive_the_step(
     orphan: int | None = None
     try:
         _wait_for(orphan_file, process)
-        orphan = int(orphan_file.read_text())
-        born = _start_time(orphan)
-        assert born is not None
+        pid, born = orphan_file.read_text().split()
+        orphan = int(pid)
         if cancel:
             process.send_signal(signal.SIGTERM)
         stdout, stderr = process.finish()
