@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mlops_actions import evaluation, gate, report
+from mlops_actions import gate, report, tracking
 from mlops_actions.errors import ConfigError
 
 NAN, INF = math.nan, math.inf
@@ -114,7 +114,7 @@ STORED_INF = sys.float_info.max
 
 
 def test_the_stored_stand_in_for_infinity_is_read_as_infinity() -> None:
-    read = evaluation.metric_value
+    read = tracking.metric_value
     assert (read(STORED_INF), read(-STORED_INF)) == (INF, -INF)
     assert (read("inf"), read("-inf"), math.isnan(read("nan"))) == (INF, -INF, True)  # worker
     assert (read(1e308), read(0.5), read(3)) == (1e308, 0.5, 3.0)  # large is not infinite
@@ -123,8 +123,8 @@ def test_the_stored_stand_in_for_infinity_is_read_as_infinity() -> None:
 def test_stored_infinities_fail_every_rule_that_reads_them() -> None:
     rules = [rule("acc", threshold=0.5), rule("rmse", "lower", threshold=5, min_improvement=0.0)]
     stored = {
-        "acc": evaluation.metric_value(STORED_INF),
-        "rmse": evaluation.metric_value(-STORED_INF),
+        "acc": tracking.metric_value(STORED_INF),
+        "rmse": tracking.metric_value(-STORED_INF),
     }
     decision = gate.decide(rules, stored, None)
     assert not decision.passed
@@ -134,7 +134,7 @@ def test_stored_infinities_fail_every_rule_that_reads_them() -> None:
         "rmse: candidate's rmse is -inf",  # and the comparison
     )
 
-    champion = {"acc": 0.9, "rmse": evaluation.metric_value(STORED_INF)}
+    champion = {"acc": 0.9, "rmse": tracking.metric_value(STORED_INF)}
     decision = gate.decide(rules, {"acc": 0.9, "rmse": 1.0}, champion)
     assert decision.reasons == ("rmse: champion's rmse is inf",)
 
@@ -243,7 +243,7 @@ def test_history_chart_names_the_versions_it_cannot_draw() -> None:
         candidate="abc",
         champion_version="3",
         primary_metric="rmse",
-        history=(("v1", 2.5), ("v2", evaluation.metric_value(STORED_INF)), ("v3", 2.0)),
+        history=(("v1", 2.5), ("v2", tracking.metric_value(STORED_INF)), ("v3", 2.0)),
     )
     text = report.gate_report(decision, facts)
     assert '  x-axis ["v1", "v3", "candidate"]' in text

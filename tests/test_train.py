@@ -164,6 +164,43 @@ def test_mlflow_project_entry_point_with_parameters(
     assert result.outputs()["model-uri"].startswith("models:/m-")
 
 
+def test_project_parameters_are_recorded_as_given_not_shell_quoted(
+    housing: Path, tmp_path: Path, mlflow_server: str
+) -> None:
+    """MLflow quotes values for the command line; the run must hold what the script received."""
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    runs = {}
+    for name, parameters in (("default", "alpha=0.5"), ("spaced", "drop=rooms, area_m2")):
+        result = run_cli(
+            ["train", "--experiment", "train-quoting", "--parameters", parameters], housing, env
+        )
+        assert result.returncode == 0, result.output
+        runs[name] = mlflow_client(mlflow_server).get_run(result.outputs()["run-id"])
+    assert runs["default"].data.params["drop"] == ""  # the MLproject's empty default, not "''"
+    assert runs["default"].data.params["alpha"] == "0.5"
+    assert runs["spaced"].data.params["drop"] == "rooms, area_m2"
+    assert runs["spaced"].data.params["features"] == "age_years,distance_km"
+
+
+def test_infinite_metrics_reach_the_metrics_output_as_infinite(
+    example: Path, tmp_path: Path, mlflow_server: str
+) -> None:
+    """The SQL store keeps inf as float max; the output says inf, in JSON that parses."""
+    script = tmp_path / "log.py"
+    script.write_text(
+        "import mlflow\n"
+        "with mlflow.start_run():\n"
+        "    mlflow.log_metrics({'loss': float('inf'), 'gain': float('-inf'), 'acc': 0.5})\n"
+    )
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    command = f"{BIN / 'python'} {script}"
+    result = run_cli(["train", "--experiment", "train-inf", "--command", command], example, env)
+    assert result.returncode == 0, result.output
+    metrics = json.loads(result.outputs()["metrics"])
+    assert metrics == {"loss": "inf", "gain": "-inf", "acc": 0.5}
+    assert "1.79" not in result.outputs()["metrics"]
+
+
 def test_project_with_unknown_entry_point(
     example: Path, tmp_path: Path, mlflow_server: str
 ) -> None:

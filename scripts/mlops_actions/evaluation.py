@@ -11,7 +11,6 @@ import json
 import math
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, ServiceError
+from .tracking import metric_value, metric_values
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -44,19 +44,6 @@ class EvaluationSpec:
     metric_prefix: str
 
 
-# MLflow's SQL stores (SQLite, PostgreSQL, MySQL) cannot hold an infinity: they keep a metric
-# logged as ±inf as ±float max and hand that back. No real metric is that large.
-STORED_INFINITY = sys.float_info.max
-
-
-def metric_value(value: Any) -> float:
-    """A metric value as it was logged: ±inf where the store kept ±float max in its place."""
-    number = float(value)
-    if abs(number) == STORED_INFINITY:
-        return math.copysign(math.inf, number)
-    return number
-
-
 def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
     """A run's latest metric values; {} for a version registered without a run.
 
@@ -64,7 +51,7 @@ def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
     """
     if not run_id:
         return {}
-    return {k: metric_value(v) for k, v in client.get_run(run_id).data.metrics.items()}
+    return metric_values(client.get_run(run_id).data.metrics)
 
 
 def logged(client: MlflowClient, candidate: Candidate, champion: VersionRef | None) -> Metrics:

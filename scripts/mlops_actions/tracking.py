@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from .errors import ConfigError, ServiceError
@@ -117,6 +119,24 @@ def url_secrets(text: str) -> list[str]:
         parts.username if parts.scheme.lower() in {"http", "https"} else None
     )
     return sorted({secret, unquote(secret)}) if secret else []
+
+
+# MLflow's SQL stores (SQLite, PostgreSQL, MySQL) cannot hold an infinity: they keep a metric
+# logged as ±inf as ±float max and hand that back. No real metric is that large.
+STORED_INFINITY = sys.float_info.max
+
+
+def metric_value(value: Any) -> float:
+    """A metric value as it was logged: ±inf where the store kept ±float max in its place."""
+    number = float(value)
+    if abs(number) == STORED_INFINITY:
+        return math.copysign(math.inf, number)
+    return number
+
+
+def metric_values(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """A run's metrics as they were logged (see metric_value); every reader goes through here."""
+    return {name: metric_value(value) for name, value in metrics.items()}
 
 
 def resolve_tracking_uri(configured: str, cwd: Path, where: str = "the tracking URI") -> str:

@@ -155,15 +155,20 @@ def _project_command(
         project = load_project(str(project_dir))  # type: ignore[no-untyped-call]
         entry_point = project.get_entry_point(spec.entry_point)
         params = {k: str(v) for k, v in spec.parameters.items()}
-        final, extra = entry_point.compute_parameters(params, storage_dir=None)
         command = entry_point.compute_command(params, storage_dir=None)
+        # compute_parameters gives the values shell-quoted for the command line ('' for an
+        # empty one); the run records them as given, as the training script receives them.
+        logged = {
+            name: params.get(name, parameter.default)
+            for name, parameter in entry_point.parameters.items()
+        } | params
     except (MlflowException, OSError) as exc:
         raise ConfigError(
             f"MLflow Project at '{spec.uri}', entry point '{spec.entry_point}': {exc}",
             "check train.project (uri, entry_point, parameters) against the MLproject file",
         ) from None
-    for key, value in {**final, **extra}.items():
-        mlflow_client.log_param(run_id, key, value)
+    for key, value in logged.items():
+        mlflow_client.log_param(run_id, key, "" if value is None else str(value))
     mlflow_client.set_tag(run_id, "mlflow.project.entryPoint", spec.entry_point)
     mlflow_client.set_tag(run_id, "mlflow.project.backend", LOCAL_BACKEND)
     return ["bash", "-c", command], project_dir
@@ -331,7 +336,7 @@ def _train(
                 exit_code = run_supervised(argv, cwd, env, cancellation)
             if run_id and not cancellation.cancelled:
                 with tracking.tracking_server(uri, "reading the run's results"):
-                    metrics = dict(mlflow_client.get_run(run_id).data.metrics)
+                    metrics = tracking.metric_values(mlflow_client.get_run(run_id).data.metrics)
                     models = tracking.logged_models(mlflow_client, experiment_id, run_id)
         except Cancelled:
             if not run_id:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -88,7 +89,7 @@ def run_train(config: Config, data_fingerprint: str) -> TrainResult:
             "experiment-id": result.experiment_id,
             "status": result.status,
             "model-uri": result.model_uri,
-            "metrics": json.dumps(result.metrics, sort_keys=True),
+            "metrics": metrics_json(result.metrics),
             "data-fingerprint": data_fingerprint,
         }
     )
@@ -120,3 +121,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = load_config(args, (*MLFLOW_OPTIONS, *TRAIN_OPTIONS))
         run_train(config, _value(args, "data-fingerprint"))
     return EXIT_OK
+
+
+def metrics_json(metrics: dict[str, float]) -> str:
+    """The metrics output: JSON has no infinity or NaN, so those go as "inf", "-inf", "nan"."""
+    return json.dumps(
+        {name: value if math.isfinite(value) else str(value) for name, value in metrics.items()},
+        sort_keys=True,
+    )
