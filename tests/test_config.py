@@ -59,6 +59,16 @@ def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
         config.resolve(config_path=tmp_path / "other.yaml", environ={}, require_file=True)
 
 
+@pytest.mark.parametrize("require_file", [True, False])
+def test_a_directory_in_place_of_the_file_is_named_as_such(
+    tmp_path: Path, require_file: bool
+) -> None:
+    """--config /tmp, or a directory called mlops.yaml, is neither ignored nor 'missing'."""
+    (tmp_path / "mlops.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"mlops\.yaml is not a file"):
+        config.resolve(config_path=tmp_path / "mlops.yaml", environ={}, require_file=require_file)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

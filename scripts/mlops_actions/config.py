@@ -402,9 +402,10 @@ def resolve(
     if config_path is not None and config_path.is_file():
         used_path = config_path
         _merge_layer(merged, sources, read_file(config_path), f"file {config_path.name}")
-    elif config_path is not None and require_file:
+    elif config_path is not None and (require_file or config_path.exists()):
+        what = "is not a file" if config_path.exists() else "does not exist"
         raise ConfigError(
-            f"config file {config_path} does not exist",
+            f"config file {config_path} {what}",
             "create it, or point the `config` input / MLOPS_CONFIG at the right path",
         )
 
