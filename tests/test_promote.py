@@ -150,6 +150,38 @@ def test_gate_rejected_candidate_is_refused(tmp_path: Path, mlflow_server: str) 
     assert_one_line_error(refused, "the gate rejected")
 
 
+def test_a_runs_uri_promotes_the_model_it_names_or_nothing(
+    tmp_path: Path, mlflow_server: str
+) -> None:
+    """runs:/<id>/<name> is that model of the run, never the run's newest; a wrong name fails."""
+    import mlflow
+    from sklearn.dummy import DummyClassifier
+
+    model, experiment = unique("promote-runs-uri"), unique("exp")
+    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment(experiment)
+    fitted = DummyClassifier().fit([[0.0], [1.0]], [0, 1])
+    with mlflow.start_run() as run:
+        first = mlflow.sklearn.log_model(fitted, name="model")
+        mlflow.sklearn.log_model(fitted, name="other")  # the newest
+    run_id = run.info.run_id
+
+    missing = run_cli(
+        ["promote", "--candidate", f"runs:/{run_id}/nosuch", "--model-name", model], tmp_path, env
+    )
+    assert missing.returncode == 2, missing.output
+    assert_one_line_error(missing, "logged no model named 'nosuch'")
+    assert client(mlflow_server).search_registered_models(f"name = '{model}'") == []
+
+    named = run_cli(
+        ["promote", "--candidate", f"runs:/{run_id}/model", "--model-name", model], tmp_path, env
+    )
+    assert named.returncode == 0, named.output
+    version = client(mlflow_server).get_model_version(model, named.outputs()["version"])
+    assert version.tags["mlops.source.model_uri"] == f"models:/{first.model_id}"
+
+
 def test_concurrent_promotions_exactly_one_wins(tmp_path: Path, store_server: str) -> None:
     mlflow_server = store_server
     model, experiment = unique("promote-concurrent"), unique("exp")

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))?/?$")
-RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-f]{32})(?:/.*)?$")
+RUNS_URI = re.compile(r"^runs:/(?P<run_id>[0-9a-f]{32})(?:/(?P<path>.*))?$")
 
 
 @dataclass(frozen=True)
@@ -111,10 +111,19 @@ def resolve_candidate(client: MlflowClient, given: str) -> Candidate:
             "no candidate given",
             "pass the train step's run-id or model-uri output as the `candidate` input",
         )
-    if RUN_ID.match(text) or (runs := RUNS_URI.match(text)):
-        run_id = text if RUN_ID.match(text) else runs.group("run_id")  # type: ignore[union-attr]
+    runs = RUNS_URI.match(text)
+    if RUN_ID.match(text) or runs:
+        run_id = runs.group("run_id") if runs else text
         run = client.get_run(run_id)
         models = logged_models(client, run.info.experiment_id, run_id)
+        name = (runs.group("path") or "").strip("/").split("/")[0] if runs else ""
+        if name:  # runs:/<id>/<name> names one of the run's models: never take another one
+            models = [m for m in models if m.name == name]
+            if not models:
+                raise ConfigError(
+                    f"candidate {text}: run {run_id} logged no model named '{name}'",
+                    "use runs:/<run-id>/<model name>, the bare run id, or train's model-uri output",
+                )
         return Candidate(text, run_id, models[0].uri if models else "")
     match = MODEL_URI.match(text)
     if not match:
