@@ -361,24 +361,6 @@ def test_sigterm_while_a_request_is_in_flight_never_leaves_a_run_running(
         assert "status: KILLED" in stdout
 
 
-def test_sigint_exits_130_and_marks_the_run_killed(tmp_path: Path, mlflow_server: str) -> None:
-    experiment = f"train-sigint-{tmp_path.name}"
-    marker = tmp_path / "started"
-    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
-    process = Cli(
-        ["train", "--experiment", experiment, "--command", f"touch {marker}; sleep 120"],
-        tmp_path,
-        env,
-        tmp_path / "cli",
-    )
-    _wait_for(marker, process)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.finish()
-    assert process.returncode == 128 + signal.SIGINT, stdout + stderr
-    assert "status: KILLED" in stdout
-    assert _statuses(mlflow_client(mlflow_server), experiment) == ["KILLED"]
-
-
 def _start_time(pid: int) -> str | None:
     """The process's start time (tells it from a later process with its pid), None if gone."""
     try:
@@ -473,14 +455,16 @@ def test_run_help_documents_its_exit_codes(tmp_path: Path) -> None:
     assert "130/143  cancelled" in result.stdout
 
 
-def test_run_cancelled_in_the_train_stage_exits_130_on_sigint(
-    example: Path, tmp_path: Path, mlflow_server: str
+@pytest.mark.parametrize("verb", ["train", "run"])
+def test_sigint_exits_130_and_marks_the_run_killed(
+    verb: str, example: Path, tmp_path: Path, mlflow_server: str
 ) -> None:
-    experiment = f"run-sigint-{tmp_path.name}"
+    """Ctrl-C reports 130 (not the 143 of the SIGTERM forwarded to the child), alone or in run."""
+    experiment = f"{verb}-sigint-{tmp_path.name}"
     marker = tmp_path / "started"
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
     process = Cli(
-        ["run", "--experiment", experiment, "--command", f"touch {marker}; sleep 120"],
+        [verb, "--experiment", experiment, "--command", f"touch {marker}; sleep 120"],
         example,
         env,
         tmp_path / "cli",
@@ -490,6 +474,8 @@ def test_run_cancelled_in_the_train_stage_exits_130_on_sigint(
     stdout, stderr = process.finish()
     assert process.returncode == 128 + signal.SIGINT, stdout + stderr
     assert _statuses(mlflow_client(mlflow_server), experiment) == ["KILLED"]
+    if verb == "train":
+        assert "status: KILLED" in stdout
 
 
 def test_run_cancelled_in_the_evaluate_stage_exits_143_on_sigterm(
