@@ -133,6 +133,8 @@ def test_logged_mode_passes_an_improvement_and_rejects_a_regression(
     assert outputs["champion-version"] == version
     assert outputs["champion-model-uri"] == f"models:/{model}/{version}"
     decision = json.loads(Path(outputs["decision-file"]).read_text())
+    assert decision["model"] == model
+    assert decision["alias"] == "champion"
     assert decision["champion"]["run_id"] == champion_run
     accuracy, latency = decision["rules"]
     assert accuracy["candidate"] == 0.92
@@ -150,6 +152,8 @@ def test_logged_mode_passes_an_improvement_and_rejects_a_regression(
     recorded = client(mlflow_server).get_run(better)
     assert recorded.data.tags["mlops.gate.verdict"] == "passed"
     assert recorded.data.tags["mlops.gate.champion_version"] == version
+    assert recorded.data.tags["mlops.gate.model"] == model  # the model whose alias was read
+    assert recorded.data.tags["mlops.gate.alias"] == "champion"
 
     worse = log_run(mlflow_server, experiment, {"accuracy": 0.95, "latency_ms": 106.0})
     rejected = evaluate(tmp_path, runner_env(tmp_path, mlflow_server, github), "--candidate", worse)
@@ -402,6 +406,9 @@ def test_evaluate_mode_action_compares_like_for_like(
     )
     nested = mlflow_client.get_run(decision["champion_evaluation_run_id"])
     assert nested.data.tags["mlflow.parentRunId"] == candidate["run-id"]
+    assert nested.data.tags["mlops.gate.model"] == model
+    assert nested.data.tags["mlops.gate.champion_version"] == version
+    assert mlflow_client.get_run(candidate["run-id"]).data.tags["mlops.gate.model"] == model
     assert nested.data.metrics["eval_accuracy_score"] == pytest.approx(accuracy["champion"])
     champion_run = mlflow_client.get_run(champion["run-id"]).data.metrics
     assert "eval_accuracy_score" not in champion_run, "the champion's own run is not modified"

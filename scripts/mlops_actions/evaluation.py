@@ -103,6 +103,7 @@ def reevaluate(
         else "",
         "champion_tags": {
             "mlops.gate.role": "champion-evaluation",
+            "mlops.gate.model": champion.name if champion else "",
             "mlops.gate.champion_version": champion.version if champion else "",
         },
     }

@@ -225,6 +225,7 @@ def _record_decision(
     tags = {
         "mlops.gate.verdict": document["verdict"],
         "mlops.gate.champion_version": champion.get("version", "none"),
+        "mlops.gate.model": document["model"],  # whose alias was read: promote checks it
         "mlops.gate.alias": document["alias"],
         "mlops.gate.compare": document["compare"],
         "mlops.gate.workflow_run_url": document.get("workflow_run_url") or "",
