@@ -85,16 +85,68 @@ def alias_holder(client: MlflowClient, name: str, alias: str) -> VersionRef | No
     return version_ref(client.get_model_version(name, str(version)))
 
 
+def filter_literal(value: str) -> str | None:
+    """`value` as a string literal of an MLflow search filter, or None when none can express it.
+
+    MLflow's parser (SearchUtils / SearchModelVersionUtils, on sqlparse) takes a value in single
+    or double quotes and only strips the two ends: it has no escape, so a doubled or
+    backslashed quote is not unescaped. Hence single quotes when the value has none, else
+    double quotes when it has none, else None. A value ending in a backslash is None too:
+    sqlparse reads a backslash before the closing quote as an escaped quote, and with another
+    quoted clause after it (MLflow itself appends one, the prompt filter) the literal runs on.
+    """
+    if value.endswith("\\"):
+        return None
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    return None
+
+
+def _like_pattern(value: str) -> str:
+    """A LIKE pattern that matches `value` and perhaps more (filter the results exactly).
+
+    Quotes and backslashes become `_`, which matches any one character: the pattern then
+    always has a literal (see filter_literal), and no backslash reaches PostgreSQL's or
+    MySQL's LIKE, where it escapes. `%` and `_` in the value stay wildcards: they only widen it.
+    """
+    return "".join("_" if c in "'\"\\" else c for c in value)
+
+
 def recent_versions(client: MlflowClient, name: str, limit: int) -> list[VersionRef]:
     """Up to `limit` newest versions of a registered model, oldest first."""
     from mlflow.exceptions import MlflowException
 
     if limit <= 0:
         return []
+    literal = filter_literal(name)
+    newest = ["version_number DESC"]
     try:
-        found = client.search_model_versions(
-            f"name = '{name}'", max_results=limit, order_by=["version_number DESC"]
-        )
+        if literal is not None:
+            found = list(
+                client.search_model_versions(
+                    f"name = {literal}", max_results=limit, order_by=newest
+                )
+            )
+        else:
+            # No literal can hold this name. A search by `name LIKE` with those characters
+            # as wildcards still lets the registry do the selecting and the ordering (a
+            # search with no filter would page through every version of every model);
+            # other names it matches, rare, are dropped here, page after page.
+            pattern = filter_literal(_like_pattern(name))
+            found, token = [], None
+            while len(found) < limit:
+                page = client.search_model_versions(
+                    f"name LIKE {pattern}",
+                    max_results=max(limit, 100),
+                    order_by=newest,
+                    page_token=token,
+                )
+                found.extend(v for v in page if v.name == name)
+                token = page.token
+                if not token:
+                    break
     except MlflowException as error:
         if _not_found(error):
             return []

@@ -247,8 +247,13 @@ def logged_models(
     mlflow_client: MlflowClient, experiment_id: str, run_id: str
 ) -> list[LoggedModelRef]:
     """The models a run logged, newest first, through MLflow 3's logged-model search."""
+    from .registry import filter_literal  # registry imports this module
+
+    literal = filter_literal(run_id)
+    if literal is None:  # no filter can hold it, and no run has such an id (they are hex)
+        return []
     found = mlflow_client.search_logged_models(
-        experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        experiment_ids=[experiment_id], filter_string=f"source_run_id = {literal}"
     )
     models = sorted(found, key=lambda m: m.creation_timestamp or 0, reverse=True)
     return [LoggedModelRef(m.model_id, m.name, f"models:/{m.model_id}") for m in models]
