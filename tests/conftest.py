@@ -33,6 +33,9 @@ REQUIRE_SERVICES = os.environ.get("MLOPS_ACTIONS_REQUIRE_SERVICES") == "1"
 # Never let botocore probe the EC2 metadata address from a test machine.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# No MLflow telemetry thread in the test process either (see scripts/mlops_actions/telemetry.py):
+# set before anything imports mlflow.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 
 def service_unavailable(what: str) -> None:
@@ -333,6 +336,7 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
             "HOME": str(home),
             "AWS_EC2_METADATA_DISABLED": "true",
             "DVC_NO_ANALYTICS": "1",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
             "PYTHONUNBUFFERED": "1",
             "GIT_CONFIG_NOSYSTEM": "1",
         }

@@ -15,7 +15,7 @@ import os
 import traceback
 from collections.abc import Callable, Sequence
 
-from .. import __version__, gha
+from .. import __version__, gha, telemetry
 from ..errors import EXIT_INTERNAL, EXIT_OK, MlopsError
 from .build_push import cmd_build_push
 from .common import emit, load_config, mask_url_credentials, report_error
@@ -189,6 +189,7 @@ def _run_verb(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    telemetry.disable_by_default(os.environ)  # before anything imports mlflow: see telemetry.py
     gha.mask_secret_environment()
     parser = build_parser()
     args = parser.parse_args(argv)

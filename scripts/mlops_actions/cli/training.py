@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__, gha, monitor
+from .. import __version__, gha, monitor, telemetry
 from ..cancellation import cancellable
 from ..config import Config
 from ..errors import EXIT_OK
@@ -47,7 +47,7 @@ def _train_request(config: Config, cwd: Path) -> Any:
         registry_uri=registry_uri,
         experiment=str(experiment),
         working_directory=(cwd / str(config.get("train.working_directory", "."))),
-        base_environment=dict(os.environ),
+        base_environment=telemetry.user_environment(os.environ),  # as the user set it
         command=config.get("train.command"),
         project=spec,
         run_name=config.get("train.run_name"),
