@@ -7,8 +7,10 @@ import contextlib
 import json
 import math
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -30,6 +32,9 @@ RULES = [
     {"metric": "accuracy", "direction": "higher", "threshold": 0.85, "min_improvement": 0.0},
     {"metric": "latency_ms", "direction": "lower", "max_regression": 5},
 ]
+
+
+T = TypeVar("T")
 
 
 def client(tracking_uri: str) -> Any:
@@ -358,6 +363,14 @@ def train(example: Path, env: dict[str, str], c: float) -> dict[str, str]:
     return done.outputs()
 
 
+def side_by_side(*calls: Callable[[], T]) -> list[T]:
+    """Independent steps (trainings, each in processes of its own) run at the same time; their
+    results in the order given. Two trainings that would create the same experiment race to
+    create it: create it first."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return [future.result() for future in [pool.submit(call) for call in calls]]
+
+
 def test_evaluate_mode_action_compares_like_for_like(
     example: Path, tmp_path: Path, mlflow_server: str, github: FakeGitHub
 ) -> None:
@@ -365,9 +378,11 @@ def test_evaluate_mode_action_compares_like_for_like(
     env = runner_env(tmp_path, mlflow_server, github, MLFLOW_EXPERIMENT_NAME=unique("iris"))
     assert run_cli(["dvc-pull"], example, env).returncode == 0
     # A weakly fitted champion, registered under the alias, and a better candidate.
-    champion = train(example, env, 0.01)
+    client(mlflow_server).create_experiment(env["MLFLOW_EXPERIMENT_NAME"])
+    champion, candidate = side_by_side(
+        lambda: train(example, env, 0.01), lambda: train(example, env, 1.0)
+    )
     version = register(mlflow_server, model, champion["run-id"], model_uri=champion["model-uri"])
-    candidate = train(example, env, 1.0)
     (example / "data" / "iris.csv").unlink()  # the gate pulls its dataset when it is absent
 
     inputs = {
@@ -499,10 +514,15 @@ def test_evaluate_mode_gives_each_model_the_columns_it_was_trained_on(
     model, experiment = unique("housing"), unique("housing")
     env = housing_env(tmp_path, mlflow_server)
     train_env = {**env, "MLFLOW_EXPERIMENT_NAME": experiment}
-    # Champion and candidate each left different columns out before fitting.
-    champion = train_housing(housing, train_env, drop="age_years")
+    # Champion and candidate each left different columns out before fitting; a third model
+    # (every column) is the better candidate below.
+    client(mlflow_server).create_experiment(experiment)
+    champion, worse, better = side_by_side(
+        lambda: train_housing(housing, train_env, drop="age_years"),
+        lambda: train_housing(housing, train_env, drop="rooms,area_m2"),
+        lambda: train_housing(housing, train_env),
+    )
     version = register(mlflow_server, model, champion["run-id"], model_uri=champion["model-uri"])
-    worse = train_housing(housing, train_env, drop="rooms,area_m2")
 
     rejected = evaluate(housing, env, "--candidate", worse["model-uri"], "--model-name", model)
     assert rejected.returncode == 1, rejected.output
@@ -524,7 +544,6 @@ def test_evaluate_mode_gives_each_model_the_columns_it_was_trained_on(
     assert nested.info.experiment_id == candidate_run.info.experiment_id
     assert mlflow_client.get_experiment(nested.info.experiment_id).name == experiment
 
-    better = train_housing(housing, train_env)  # every column
     passed = evaluate(housing, env, "--candidate", better["model-uri"], "--model-name", model)
     assert passed.returncode == 0, passed.output
     decision = json.loads(Path(passed.outputs()["decision-file"]).read_text())
@@ -554,12 +573,21 @@ def test_evaluate_mode_reports_an_infinite_score_as_infinite(
 ) -> None:
     model, experiment = unique("housing-inf"), unique("housing")
     env = housing_env(tmp_path, mlflow_server)
-    good = train_housing(housing, {**env, "MLFLOW_EXPERIMENT_NAME": experiment})
-    first = evaluate(housing, env, "--candidate", good["model-uri"], "--model-name", model)
-    assert first.returncode == 0, first.output  # a first model, logs eval_* on its run
+    client(mlflow_server).create_experiment(experiment)
+
+    def first_model() -> dict[str, str]:
+        good = train_housing(housing, {**env, "MLFLOW_EXPERIMENT_NAME": experiment})
+        first = evaluate(housing, env, "--candidate", good["model-uri"], "--model-name", model)
+        assert first.returncode == 0, first.output  # a first model, logs eval_* on its run
+        return good
+
+    # The overflowing model is logged from this process while the first model is trained and
+    # gated (it is registered only after the first one).
+    good, overflowing = side_by_side(
+        first_model, lambda: log_overflowing_model(housing, mlflow_server, experiment)
+    )
     register(mlflow_server, model, good["run-id"], model_uri=good["model-uri"])
 
-    overflowing = log_overflowing_model(housing, mlflow_server, experiment)
     env = housing_env(tmp_path, mlflow_server)
     rejected = evaluate(housing, env, "--candidate", overflowing, "--model-name", model)
     assert rejected.returncode == 1, rejected.output

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ import yaml
 from tests.conftest import (
     BIN,
     ROOT,
+    CliResult,
     clean_env,
     free_port,
     run_cli,
@@ -523,6 +525,15 @@ class ModelServer:
 def start_model_server(
     model: Path, port: int, name: str, version: str, workdir: Path
 ) -> ModelServer:
+    server = launch_model_server(model, port, name, version, workdir)
+    wait_model_server(server, workdir, name)
+    return server
+
+
+def launch_model_server(
+    model: Path, port: int, name: str, version: str, workdir: Path
+) -> ModelServer:
+    """The server's process, started; wait_model_server() waits for it to answer /ping."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "scripts"),
@@ -541,13 +552,15 @@ def start_model_server(
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    server = ModelServer(f"http://127.0.0.1:{port}", process)
+    return ModelServer(f"http://127.0.0.1:{port}", process)
+
+
+def wait_model_server(server: ModelServer, workdir: Path, name: str) -> None:
     try:
-        wait_http(f"{server.url}/ping", process, 120, log)
+        wait_http(f"{server.url}/ping", server.process, 120, workdir / f"serving-{name}.log")
     except RuntimeError:
-        process.kill()
+        server.process.kill()
         raise
-    return server
 
 
 def shipped_scrape_jobs(pushgateway: str, served: list[str]) -> list[dict[str, Any]]:
@@ -657,45 +670,60 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
         scrape_configs=shipped_scrape_jobs(pushgateway.url, served), rule_files=[RULES]
     )
 
-    # The pipeline, twice (the second gate compares with a champion), then a rollback.
+    # The pipeline, twice (the second gate compares with a champion), then a rollback. It runs
+    # in the background (its own processes) while this process saves the two served models and
+    # starts the regressor's server, which need nothing from it.
     env = clean_env(tmp_path, MLOPS_PUSHGATEWAY_URL=pushgateway.url)
-    for args in (["run"], ["run"], ["rollback"]):
-        result = run_cli(args, example, env)
-        assert result.returncode == 0, result.output
-        assert "not pushed" not in result.output, result.output
-    # build-push's gauges, through the same push code (building the image is test_image's job).
-    pushed = monitor.push(
-        monitor.Target(url=pushgateway.url, job="mlops-actions", pipeline="iris-classifier"),
-        "build-push",
-        [*monitor.stage_samples(0, 95.0, time.time()), *monitor.image_samples(538_000_000, "1")],
-    )
-    assert pushed.pushed, pushed.error
-    registry = MlflowClient(f"sqlite:///{example / 'mlflow.db'}")
-    champion = str(registry.get_registered_model("iris-classifier").aliases["champion"])
 
-    # Two served models: the champion, and a regressor.
-    scaled_model = tmp_path / "scaled"
-    scaled_model.mkdir()
-    (scaled_model / "scaled.py").write_text(SCALED_MODEL)
-    import mlflow.pyfunc
+    def pipeline() -> list[CliResult]:
+        done = []
+        for args in (["run"], ["run"], ["rollback"]):
+            done.append(run_cli(args, example, env))
+            if done[-1].returncode != 0:
+                break
+        return done
 
-    mlflow.pyfunc.save_model(
-        str(scaled_model / "model"), python_model=str(scaled_model / "scaled.py")
-    )
-    servers = []
+    servers: list[ModelServer] = []
     try:
-        iris = start_model_server(
-            save_iris_model(tmp_path / "iris-model"),
-            ports["iris"],
-            "iris-classifier",
-            champion,
-            tmp_path,
+        with ThreadPoolExecutor(max_workers=1) as background:
+            running = background.submit(pipeline)
+            # Two served models: the champion (labelled with its version once the pipeline has
+            # made it), and a regressor.
+            scaled_model = tmp_path / "scaled"
+            scaled_model.mkdir()
+            (scaled_model / "scaled.py").write_text(SCALED_MODEL)
+            import mlflow.pyfunc
+
+            mlflow.pyfunc.save_model(
+                str(scaled_model / "model"), python_model=str(scaled_model / "scaled.py")
+            )
+            scaled = launch_model_server(
+                scaled_model / "model", ports["scaled"], "iris-scaled", "3", tmp_path
+            )
+            servers.append(scaled)
+            iris_model = save_iris_model(tmp_path / "iris-model")
+            ran = running.result()
+        for result in ran:
+            assert result.returncode == 0, result.output
+            assert "not pushed" not in result.output, result.output
+        assert len(ran) == 3
+        # build-push's gauges, through the same push code (building the image is test_image's
+        # job).
+        pushed = monitor.push(
+            monitor.Target(url=pushgateway.url, job="mlops-actions", pipeline="iris-classifier"),
+            "build-push",
+            [
+                *monitor.stage_samples(0, 95.0, time.time()),
+                *monitor.image_samples(538_000_000, "1"),
+            ],
         )
+        assert pushed.pushed, pushed.error
+        registry = MlflowClient(f"sqlite:///{example / 'mlflow.db'}")
+        champion = str(registry.get_registered_model("iris-classifier").aliases["champion"])
+        iris = launch_model_server(iris_model, ports["iris"], "iris-classifier", champion, tmp_path)
         servers.append(iris)
-        scaled = start_model_server(
-            scaled_model / "model", ports["scaled"], "iris-scaled", "3", tmp_path
-        )
-        servers.append(scaled)
+        wait_model_server(scaled, tmp_path, "iris-scaled")
+        wait_model_server(iris, tmp_path, "iris-classifier")
 
         # Traffic every second until every panel has had data (rate() needs two scrapes). A
         # scrape that overruns its 1 s timeout on a busy machine makes the target's series
