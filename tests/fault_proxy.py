@@ -1,8 +1,9 @@
 """An HTTP proxy in front of a real server that injects faults: 5xx answers for chosen requests,
-a hook that runs before a chosen request is forwarded (to kill and restart the server), and a
-slow answer (the real server's, sent one byte at a time, like a gateway on a congested link).
-It can also stand for an authenticating reverse proxy: with `require_authorization`, a request
-without that exact Authorization header is answered 401 and not forwarded."""
+a hook that runs before a chosen request is forwarded (to kill and restart the server, or the
+client), a lost answer (forwarded, then the connection closed), and a slow answer (the real
+server's, sent one byte at a time, like a gateway on a congested link). It can also stand for
+an authenticating reverse proxy: with `require_authorization`, a request without that exact
+Authorization header is answered 401 and not forwarded."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ class Fault:
     times: int = 1  # how many matching requests get the fault; -1: all
     before: Callable[[], None] | None = None  # run once, before forwarding, instead of a status
     trickle_seconds: float = 0.0  # instead of a status: forward, answer a byte every so often
+    skip: int = 0  # let this many matching requests through first
+    drop: bool = False  # instead of a status: forward, then close without an answer (lost reply)
 
 
 @dataclass
@@ -42,6 +45,9 @@ class FaultProxy:
         with self._lock:
             for fault in self.faults:
                 if fault.times != 0 and re.search(fault.pattern, request):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     if fault.times > 0:
                         fault.times -= 1
                     return fault
@@ -72,7 +78,8 @@ class FaultProxy:
                     fault.before()
                     fault = None
                 trickle = fault.trickle_seconds if fault is not None else 0.0
-                if trickle:
+                drop = fault is not None and fault.drop
+                if trickle or drop:
                     fault = None
                 refused = bool(proxy.require_authorization) and (
                     self.headers.get("Authorization") != proxy.require_authorization
@@ -90,7 +97,10 @@ class FaultProxy:
                     }
                     status, headers, data = proxy._forward(self.command, self.path, forwarded, body)
                 with proxy._lock:
-                    proxy.seen.append((request, status))
+                    proxy.seen.append((request, 0 if drop else status))
+                if drop:
+                    self.close_connection = True  # the server did the work; the reply is lost
+                    return
                 if trickle:
                     self.wfile = _Trickling(self.wfile, trickle)  # type: ignore[assignment]
                     self.close_connection = True

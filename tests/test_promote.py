@@ -8,7 +8,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -182,40 +181,6 @@ def test_a_runs_uri_promotes_the_model_it_names_or_nothing(
     assert version.tags["mlops.source.model_uri"] == f"models:/{first.model_id}"
 
 
-def test_concurrent_promotions_exactly_one_wins(tmp_path: Path, store_server: str) -> None:
-    mlflow_server = store_server
-    model, experiment = unique("promote-concurrent"), unique("exp")
-    env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
-    runs = [logged_model_run(mlflow_server, experiment) for _ in range(5)]
-    # Every promoter believes the alias is free, as five gates that ran at once would.
-    with ThreadPoolExecutor(len(runs)) as pool:
-        results = list(
-            pool.map(
-                lambda run: promote(
-                    tmp_path,
-                    env,
-                    "--candidate",
-                    run,
-                    "--model-name",
-                    model,
-                    "--expected-version",
-                    "none",
-                ),
-                runs,
-            )
-        )
-    codes = sorted(r.returncode for r in results)
-    assert codes == [0, 4, 4, 4, 4], [r.stderr for r in results if r.returncode not in (0, 4)]
-    winner = next(r for r in results if r.returncode == 0)
-    mlflow_client = client(mlflow_server)
-    holder = mlflow_client.get_registered_model(model).aliases["champion"]
-    assert outputs(winner.stdout)["version"] == holder
-    shown = run_cli(["registry", "history", "--model-name", model, "--json"], tmp_path, env)
-    moves = json.loads(shown.stdout)
-    assert [(m["from_version"], m["to_version"]) for m in moves] == [(None, holder)]
-    assert len(mlflow_client.search_model_versions(f"name = '{model}'")) == 1
-
-
 def test_promote_action_then_rollback_mode(tmp_path: Path, mlflow_server: str) -> None:
     model, experiment = unique("promote-action"), unique("exp")
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server)
@@ -386,6 +351,8 @@ def test_a_move_dispatches_a_deployment_event(
     args = ["--candidate", run, "--model-name", model, "--dispatch-event", "deploy-model"]
     moved = promote(tmp_path, env, *args)
     assert moved.returncode == 0, moved.stderr
+    promotion_id = outputs(moved.stdout)["promotion-id"]
+    assert len(promotion_id) == 32
     assert github.dispatches == [
         {
             "event_type": "deploy-model",
@@ -397,6 +364,8 @@ def test_a_move_dispatches_a_deployment_event(
                 "alias_uri": f"models:/{model}@champion",
                 "changed": "true",
                 "registered": "true",
+                "resumed": "false",
+                "promotion_id": promotion_id,
                 "reason": "promote",
             },
         }

@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
         "require_gate": True,
         "history_limit": 50,
         "lock_wait_seconds": 120,
+        "lock_expiry_seconds": 60,
     },
 }
 

@@ -14,6 +14,7 @@ EXIT_USAGE = 2  # bad input, config or missing value: fix the workflow or mlops.
 EXIT_SERVICE = 3  # a service (tracking server, DVC remote, ...) failed or could not be reached
 EXIT_CONFLICT = 4  # the registry changed under us (an alias moved, a promotion is running)
 EXIT_TRAINING_FAILED = 5  # `run`: the training command failed (`train` keeps the command's status)
+EXIT_FOLLOW_UP = 6  # promote/rollback: the alias moved, a follow-up failed; a re-run finishes it
 EXIT_CANCELLED = 128  # + the signal, as a shell reports it: 130 SIGINT, 143 SIGTERM
 EXIT_INTERNAL = 70  # a bug in mlops-actions (EX_SOFTWARE): a traceback is printed
 

@@ -221,16 +221,27 @@ def gate_report(decision: Decision, facts: GateFacts) -> str:
     return "\n".join(lines)
 
 
-def move_summary(result: Any, reason: str) -> str:
-    """Job summary of an alias move, with the alias's recent history."""
+def move_summary(result: Any, reason: str, failed: str = "") -> str:
+    """Job summary of an alias move, with the alias's recent history.
+
+    `failed` names the follow-up that failed after the alias moved: the summary says the alias
+    moved, what is left, and that a re-run finishes it (not "not moved").
+    """
     mark = "↩️" if reason == "rollback" else "🚀"
     lines = [
-        f"### {mark} {reason}: `{result.model_name}@{result.alias}`",
+        f"### {mark} {reason}: `{result.model_name}@{result.alias}`"
+        + (" — moved, follow-up failed" if failed else ""),
         "",
         result.message + ".",
-        "",
-        f"Version URI `{result.version_uri}`; alias URI `{result.alias_uri}`.",
     ]
+    if failed:
+        lines += [
+            "",
+            f"> [!WARNING]\n> The alias moved, but {failed} failed. Deployments that follow "
+            f"`{result.alias_uri}` see version {result.version} already. Re-run the same "
+            "promotion to finish what is left; it is done once.",
+        ]
+    lines += ["", f"Version URI `{result.version_uri}`; alias URI `{result.alias_uri}`."]
     if result.history:
         lines += [
             "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,9 @@ def _model_name(config: Config) -> str:
     return name
 
 
-def _expected_version(given: str, alias: str, gate_tags: dict[str, str]) -> str:
-    """N, none or any; by default the holder the gate compared against, if it gated this alias."""
+def _expected_version(given: str, alias: str, gate_tags: dict[str, str], model_name: str) -> str:
+    """N, none or any; by default the holder the gate compared against, if it gated this alias
+    of this model (a gate from before `mlops.gate.model` was recorded: this alias)."""
     from ..errors import ConfigError
     from ..promote import ANY, NONE
 
@@ -49,9 +51,36 @@ def _expected_version(given: str, alias: str, gate_tags: dict[str, str]) -> str:
         raise ConfigError(
             f"input 'expected-version' must be a version number, 'none' or 'any', got {given!r}"
         )
-    if gate_tags.get("mlops.gate.alias") == alias and "mlops.gate.champion_version" in gate_tags:
+    same_model = gate_tags.get("mlops.gate.model", model_name) == model_name
+    if (
+        same_model
+        and gate_tags.get("mlops.gate.alias") == alias
+        and "mlops.gate.champion_version" in gate_tags
+    ):
         return gate_tags["mlops.gate.champion_version"] or NONE
     return ANY
+
+
+def _check_gate(given: str, run_id: str, tags: dict[str, str], model_name: str) -> None:
+    """With require-gate: refuse a rejected candidate, and one the gate judged for another model."""
+    from ..errors import EXIT_REJECTED, ConfigError, MlopsError
+
+    verdict = tags.get("mlops.gate.verdict", "")
+    if verdict == "rejected":
+        error = MlopsError(
+            f"the gate rejected {given} (tag mlops.gate.verdict on run {run_id})",
+            "promote a candidate that passed, or set require-gate: false to override",
+        )
+        error.exit_code = EXIT_REJECTED
+        raise error
+    judged = tags.get("mlops.gate.model", "")
+    if verdict and judged and judged != model_name:
+        raise ConfigError(
+            f"model-name: the gate judged {given} against model {judged!r} "
+            f"(tag mlops.gate.model on run {run_id}), not {model_name!r}",
+            f"promote it as {judged!r}, gate it against {model_name!r}, "
+            "or set require-gate: false to override",
+        )
 
 
 def _move_outputs(result: Any) -> dict[str, str]:
@@ -63,21 +92,29 @@ def _move_outputs(result: Any) -> dict[str, str]:
         "alias-uri": result.alias_uri,
         "changed": "true" if result.changed else "false",
         "registered": "true" if result.registered else "false",
+        "resumed": "true" if result.resumed else "false",
+        "promotion-id": result.promotion_id,
     }
 
 
-def _after_move(config: Config, args: argparse.Namespace, result: Any, reason: str) -> None:
-    """Outputs, summary, and the optional repository_dispatch that starts a deployment."""
-    from .. import context, github_report, report
+def _report_move(result: Any, reason: str, failed: str = "") -> None:
+    """Outputs, summary and notice of a move (also of one whose follow-ups failed)."""
+    from .. import report
 
     _observe(monitor.move_samples(result, time.time()))
-    outputs = _move_outputs(result)
-    emit(outputs)
-    gha.add_summary(report.move_summary(result, reason))
-    gha.annotate("notice", result.message, title=reason)
+    emit(_move_outputs(result))
+    gha.add_summary(report.move_summary(result, reason, failed))
+    if not failed:
+        gha.annotate("notice", result.message, title=reason)
+
+
+def _dispatcher(config: Config, args: argparse.Namespace, reason: str) -> Any:
+    """The repository_dispatch that starts a deployment after a move, or None (not set up)."""
+    from .. import context, github_report
+
     event = str(config.get("promote.dispatch_event") or "")
-    if not (event and result.changed):
-        return
+    if not event:
+        return None
     run_context = context.detect(os.environ, Path.cwd())
     token = _github_token(args)
     if not token or not run_context.repository:
@@ -86,15 +123,55 @@ def _after_move(config: Config, args: argparse.Namespace, result: Any, reason: s
             f"repository_dispatch '{event}' skipped: no GitHub token or repository",
             title=reason,
         )
-        return
+        return None
     gha.mask(token)
     reporter = github_report.GitHubReporter(
         github_report.Target(run_context.api_url, token, run_context.repository, None, "")
     )
-    reporter.dispatch(
-        event, {k.replace("-", "_"): v for k, v in outputs.items()} | {"reason": reason}
+
+    def dispatch(result: Any) -> None:
+        payload = {k.replace("-", "_"): v for k, v in _move_outputs(result).items()}
+        reporter.dispatch(event, payload | {"reason": reason})
+        print(gha.log_safe(f"dispatched repository event '{event}' to {run_context.repository}"))
+
+    return dispatch
+
+
+def _lock_options(config: Config, provenance: Any) -> Any:
+    from .. import promote
+
+    return promote.LockOptions(
+        wait_seconds=float(config.get("promote.lock_wait_seconds")),
+        expiry_seconds=float(config.get("promote.lock_expiry_seconds")),
+        holder=provenance.workflow_run or provenance.actor or "local",
+        notify=lambda message: print(gha.log_safe(message), file=sys.stderr, flush=True),
     )
-    print(gha.log_safe(f"dispatched repository event '{event}' to {run_context.repository}"))
+
+
+def _moving(uri: str, doing: str, reason: str, move: Any) -> int:
+    """Run one move under the tracking server's error mapping, and report it.
+
+    A move whose follow-ups failed is reported as moved (outputs, a summary that says what is
+    left) and exits EXIT_FOLLOW_UP with the cause, so a workflow can tell it from "not moved".
+    """
+    from .. import promote, tracking
+    from ..errors import MlopsError
+
+    try:
+        with tracking.tracking_server(uri, doing):
+            result = move()
+    except promote.FollowUpFailed as failed:
+        try:
+            with tracking.tracking_server(uri, failed.step):
+                raise failed.cause
+        except MlopsError as cause:
+            failed.message = f"{failed.message}: {cause.message}"
+        except Exception as cause:  # described as it is
+            failed.message = f"{failed.message}: {type(cause).__name__}: {cause}"
+        _report_move(failed.result, reason, failed=failed.step)
+        raise
+    _report_move(result, reason)
+    return EXIT_OK
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -105,33 +182,30 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def run_promote(config: Config, given: str, args: argparse.Namespace) -> int:
     """Shared by `promote` and `run`: refuse a rejected candidate, move the alias, report."""
     from .. import context, promote, registry, tracking
-    from ..errors import EXIT_REJECTED, MlopsError
 
-    _expected_version(_value(args, "expected-version"), "", {})  # checked before any request
+    _expected_version(_value(args, "expected-version"), "", {}, "")  # checked before any request
     model_name, alias, mlflow_client, uri = _alias_scope(config)
     with tracking.tracking_server(uri, f"resolving the candidate {given or '(none)'}"):
         candidate = registry.resolve_candidate(mlflow_client, given)
         tags = dict(mlflow_client.get_run(candidate.run_id).data.tags) if candidate.run_id else {}
-    verdict = tags.get("mlops.gate.verdict", "")
-    if verdict == "rejected" and config.get("promote.require_gate"):
-        error = MlopsError(
-            f"the gate rejected {given} (tag mlops.gate.verdict on run {candidate.run_id})",
-            "promote a candidate that passed, or set require-gate: false to override",
-        )
-        error.exit_code = EXIT_REJECTED
-        raise error
+    if config.get("promote.require_gate"):
+        _check_gate(given, candidate.run_id, tags, model_name)
     run_context = context.detect(os.environ, Path.cwd())
     provenance = promote.Provenance(
         workflow_run=run_context.run_url,
         commit=run_context.commit,
         actor=run_context.actor,
         data_fingerprint=tags.get("mlops.data.fingerprint", ""),
-        gate_verdict=verdict,
+        gate_verdict=tags.get("mlops.gate.verdict", ""),
         gate_link=tags.get("mlops.gate.workflow_run_url", ""),
     )
-    expected = _expected_version(_value(args, "expected-version"), alias, tags)
-    with tracking.tracking_server(uri, f"promoting {given} to {model_name}@{alias}"):
-        result = promote.promote(
+    expected = _expected_version(_value(args, "expected-version"), alias, tags, model_name)
+    dispatch = _dispatcher(config, args, "promote")
+    return _moving(
+        uri,
+        f"promoting {given} to {model_name}@{alias}",
+        "promote",
+        lambda: promote.promote(
             mlflow_client,
             model_name=model_name,
             alias=alias,
@@ -140,10 +214,10 @@ def run_promote(config: Config, given: str, args: argparse.Namespace) -> int:
             provenance=provenance,
             stage=str(config.get("promote.stage") or ""),
             history_limit=int(config.get("promote.history_limit")),
-            lock_wait_seconds=float(config.get("promote.lock_wait_seconds")),
-        )
-    _after_move(config, args, result, "promote")
-    return EXIT_OK
+            lock=_lock_options(config, provenance),
+            dispatch=dispatch,
+        ),
+    )
 
 
 def _alias_scope(config: Config) -> tuple[str, str, Any, str]:
@@ -153,25 +227,31 @@ def _alias_scope(config: Config) -> tuple[str, str, Any, str]:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from .. import context, promote, tracking
+    from .. import context, promote
 
     config = load_config(args, (*MLFLOW_OPTIONS, *ROLLBACK_OPTIONS))
     model_name, alias, mlflow_client, uri = _alias_scope(config)
     run_context = context.detect(os.environ, Path.cwd())
-    with tracking.tracking_server(uri, f"rolling back {model_name}@{alias}"):
-        result = promote.rollback(
+    provenance = promote.Provenance(
+        workflow_run=run_context.run_url, commit=run_context.commit, actor=run_context.actor
+    )
+    to_version = _version_number(args, "to-version")
+    dispatch = _dispatcher(config, args, "rollback")
+    return _moving(
+        uri,
+        f"rolling back {model_name}@{alias}",
+        "rollback",
+        lambda: promote.rollback(
             mlflow_client,
             model_name=model_name,
             alias=alias,
-            to_version=_version_number(args, "to-version"),
-            provenance=promote.Provenance(
-                workflow_run=run_context.run_url, commit=run_context.commit, actor=run_context.actor
-            ),
+            to_version=to_version,
+            provenance=provenance,
             history_limit=int(config.get("promote.history_limit")),
-            lock_wait_seconds=float(config.get("promote.lock_wait_seconds")),
-        )
-    _after_move(config, args, result, "rollback")
-    return EXIT_OK
+            lock=_lock_options(config, provenance),
+            dispatch=dispatch,
+        ),
+    )
 
 
 def cmd_registry_history(args: argparse.Namespace) -> int:
@@ -236,6 +316,6 @@ def cmd_registry_unlock(args: argparse.Namespace) -> int:
     )
     name = promote.lock_name(model_name, alias)
     with tracking.tracking_server(uri, f"removing the lock {name}"):
-        promote.delete_lock(mlflow_client, name)
-    print(f"removed {name} (if it existed)")
+        removed = promote.delete_lock(mlflow_client, model_name, alias)
+    print(gha.log_safe(f"removed {name}" if removed else f"no lock {name}: nothing to remove"))
     return EXIT_OK
