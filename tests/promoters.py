@@ -14,11 +14,10 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import BIN
+from tests.conftest import BIN, CliResult
 
 # Runs in the fork server (the venv's Python): one JSON job per stdin line; it answers
 # {"id", "pid"} when the child started and {"id", "code"} when it ended.
@@ -76,20 +75,6 @@ for line in sys.stdin:
         jobs[pid] = job["id"]
     say({"id": job["id"], "pid": pid})
 """
-
-
-@dataclass
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-    def outputs(self) -> dict[str, str]:
-        return dict(line.split(": ", 1) for line in self.stdout.splitlines() if ": " in line)
 
 
 class Promoters:
@@ -159,19 +144,19 @@ class Promoters:
                 raise TimeoutError(f"job {job} did not start")
             return self._pids[job]
 
-    def wait(self, job: int, timeout: float = 300) -> Outcome:
+    def wait(self, job: int, timeout: float = 300) -> CliResult:
         with self._changed:
             if not self._changed.wait_for(lambda: job in self._codes, timeout):
                 raise TimeoutError(f"job {job} did not end in {timeout} s")
             code = self._codes[job]
         job_dir = self.workdir / f"job-{job}"
-        return Outcome(
+        return CliResult(
             code,
             (job_dir / "stdout").read_text(errors="replace"),
             (job_dir / "stderr").read_text(errors="replace"),
         )
 
-    def run(self, args: list[str], env: dict[str, str], timeout: float = 300) -> Outcome:
+    def run(self, args: list[str], env: dict[str, str], timeout: float = 300) -> CliResult:
         return self.wait(self.start(args, env), timeout)
 
 

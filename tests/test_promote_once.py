@@ -88,6 +88,10 @@ def env_for(home: Path, tracking_uri: str, **extra: str) -> dict[str, str]:
     )
 
 
+def promote_cmd(run: str, model: str, *extra: str) -> list[str]:
+    return ["promote", "--candidate", run, "--model-name", model, *extra]
+
+
 # ----------------------------------------------------------------------------- races
 
 
@@ -109,30 +113,19 @@ def test_eight_promoters_under_load_one_winner_every_round(
                 plant_lock(mlflow_client, model, expires=time.time() - 1)
             expected = winners[-1] if winners else "none"
             jobs = [
-                promoters.start(
-                    [
-                        "promote",
-                        "--candidate",
-                        run,
-                        "--model-name",
-                        model,
-                        "--expected-version",
-                        expected,
-                    ],
-                    env,
-                )
+                promoters.start(promote_cmd(run, model, "--expected-version", expected), env)
                 for run in runs
             ]
             results = [promoters.wait(job) for job in jobs]
-            codes = sorted(r.code for r in results)
+            codes = sorted(r.returncode for r in results)
             assert codes == [0] + [4] * (PROMOTERS - 1), (
                 f"round {round_}: {codes}",
-                [r.output[-600:] for r in results if r.code not in (0, 4)],
+                [r.output[-600:] for r in results if r.returncode not in (0, 4)],
             )
-            winner = next(index for index, r in enumerate(results) if r.code == 0)
+            winner = next(index for index, r in enumerate(results) if r.returncode == 0)
             winners.append(results[winner].outputs()["version"])
             runs[winner] = candidate(mlflow_client, experiment_id)
-            for loser in (r for r in results if r.code == 4):
+            for loser in (r for r in results if r.returncode == 4):
                 assert "Traceback" not in loser.output
     moves = history(mlflow_client, model)
     assert [(m["from_version"], m["to_version"]) for m in moves] == list(
@@ -191,10 +184,8 @@ def test_a_lock_of_a_dead_promoter_is_taken_over_at_once(
     run = candidate(mlflow_client, experiment(mlflow_client))
     plant_lock(mlflow_client, model, expires=time.time() + 600, process=dead_process_identity())
     began = time.monotonic()
-    moved = promoters.run(
-        ["promote", "--candidate", run, "--model-name", model], env_for(tmp_path, mlflow_server)
-    )
-    assert moved.code == 0, moved.output
+    moved = promoters.run(promote_cmd(run, model), env_for(tmp_path, mlflow_server))
+    assert moved.returncode == 0, moved.output
     assert time.monotonic() - began < 20, "no wait for the dead holder's expiry"
     assert not locks_left(mlflow_client, model)
 
@@ -207,8 +198,8 @@ def test_a_waiter_names_the_holder_and_the_unlock_command_at_once(
     run = candidate(mlflow_client, experiment(mlflow_client))
     plant_lock(mlflow_client, model, expires=time.time() + 600, process="runner-7/boot/4242/99")
     env = env_for(tmp_path, mlflow_server, MLOPS_PROMOTE_LOCK_WAIT_SECONDS="3")
-    busy = promoters.run(["promote", "--candidate", run, "--model-name", model], env)
-    assert busy.code == 4, busy.output
+    busy = promoters.run(promote_cmd(run, model), env)
+    assert busy.returncode == 4, busy.output
     notice = next(line for line in busy.stderr.splitlines() if "is locked by" in line)
     assert "actions/runs/77" in notice
     assert "host runner-7, pid 4242" in notice
@@ -218,21 +209,19 @@ def test_a_waiter_names_the_holder_and_the_unlock_command_at_once(
     )
     assert not versions(mlflow_client, model), "nothing registered while locked"
     unlocked = promoters.run(["registry", "unlock", "--model-name", model], env)
-    assert unlocked.code == 0, unlocked.output
+    assert unlocked.returncode == 0, unlocked.output
     assert not locks_left(mlflow_client, model)
-    moved = promoters.run(["promote", "--candidate", run, "--model-name", model], env)
-    assert moved.code == 0, moved.output
+    moved = promoters.run(promote_cmd(run, model), env)
+    assert moved.returncode == 0, moved.output
 
 
 # ----------------------------------------------------------------------------- faults
 
 
 def promote_args(run: str, model: str) -> list[str]:
-    return [
-        "promote",
-        "--candidate",
+    """A promotion with every follow-up: the stage, the version's tags, the deployment event."""
+    return promote_cmd(
         run,
-        "--model-name",
         model,
         "--expected-version",
         "none",
@@ -240,7 +229,7 @@ def promote_args(run: str, model: str) -> list[str]:
         "deploy-model",
         "--stage",
         "Production",
-    ]
+    )
 
 
 def github_env(home: Path, tracking_uri: str, github: FakeGitHub, **extra: str) -> dict[str, str]:
@@ -289,7 +278,7 @@ def test_a_fault_at_any_request_converges_on_re_run(
         # A clean promotion first, to count its requests.
         model, run = unique("fault"), candidate(mlflow_client, experiment_id)
         clean = promoters.run(promote_args(run, model), env)
-        assert clean.code == 0, clean.output
+        assert clean.returncode == 0, clean.output
         assert_converged(mlflow_client, model, run, github.dispatches)
         requests = len(proxy.seen)
         assert requests > 10
@@ -310,12 +299,12 @@ def test_a_fault_at_any_request_converges_on_re_run(
             faulted = proxy.seen[start + index : start + index + 1]
             proxy.faults.clear()
             if fault == "killed":
-                assert first.code == -signal.SIGKILL, (index, first.output[-800:])
+                assert first.returncode == -signal.SIGKILL, (index, first.output[-800:])
             else:
-                assert first.code in (0, 3, 6), (index, first.output[-800:])
+                assert first.returncode in (0, 3, 6), (index, first.output[-800:])
             began = time.monotonic()
             again = promoters.run(promote_args(run, model), env)
-            assert again.code == 0, (index, proxy.seen[-3:], again.output[-800:])
+            assert again.returncode == 0, (index, proxy.seen[-3:], again.output[-800:])
             assert time.monotonic() - began < 30, "a dead promoter's lock is taken over at once"
             try:
                 assert_converged(mlflow_client, model, run, github.dispatches)
@@ -336,12 +325,10 @@ def test_lost_reply_to_registration_leaves_one_version(
     )
     server = proxy.serve()
     try:
-        moved = promoters.run(
-            ["promote", "--candidate", run, "--model-name", model], env_for(tmp_path, proxy.url)
-        )
+        moved = promoters.run(promote_cmd(run, model), env_for(tmp_path, proxy.url))
     finally:
         server.shutdown()
-    assert moved.code == 0, moved.output
+    assert moved.returncode == 0, moved.output
     assert proxy.count("model-versions/create") == 2, "MLflow's client retried the POST"
     found = versions(mlflow_client, model)
     assert [v.version for v in found] == [moved.outputs()["version"]]
@@ -361,7 +348,7 @@ def test_a_refused_dispatch_is_moved_follow_up_failed_and_a_re_run_sends_it_once
     env = github_env(tmp_path, mlflow_server, github, GITHUB_STEP_SUMMARY=str(summary))
     github.forbidden.add("POST dispatches")
     failed = promoters.run(promote_args(run, model), env)
-    assert failed.code == 6, failed.output
+    assert failed.returncode == 6, failed.output
     assert failed.outputs()["changed"] == "true"
     assert failed.outputs()["version"] == "1"
     assert "moved to version 1, but sending the deployment event failed" in failed.output
@@ -370,12 +357,12 @@ def test_a_refused_dispatch_is_moved_follow_up_failed_and_a_re_run_sends_it_once
     assert [m["dispatch"] for m in history(mlflow_client, model)] == ["pending"]
     github.forbidden.discard("POST dispatches")
     resumed = promoters.run(promote_args(run, model), env)
-    assert resumed.code == 0, resumed.output
+    assert resumed.returncode == 0, resumed.output
     assert resumed.outputs()["changed"] == "true"
     assert resumed.outputs()["resumed"] == "true"
     assert_converged(mlflow_client, model, run, github.dispatches)
     again = promoters.run(promote_args(run, model), env)
-    assert again.code == 0, again.output
+    assert again.returncode == 0, again.output
     assert again.outputs()["changed"] == "false"
     assert_converged(mlflow_client, model, run, github.dispatches)
 
@@ -399,9 +386,9 @@ def test_names_mlflow_refuses_are_refused_before_any_write(
     mlflow_client = client(mlflow_server)
     model = unique("names")
     run = candidate(mlflow_client, experiment(mlflow_client))
-    args = ["promote", "--candidate", run, "--model-name", model, option, value]
+    args = promote_cmd(run, model, option, value)
     refused = promoters.run(args, env_for(tmp_path, mlflow_server))
-    assert refused.code == 2, refused.output
+    assert refused.returncode == 2, refused.output
     assert named in refused.output
     assert repr(value) in refused.output
     assert "Traceback" not in refused.output
@@ -419,10 +406,10 @@ def test_model_names_with_quotes_promote_and_re_run(
     env = env_for(tmp_path, mlflow_server)
     runs = [candidate(mlflow_client, experiment_id) for _ in range(2)]
     for run in runs:
-        moved = promoters.run(["promote", "--candidate", run, "--model-name", model], env)
-        assert moved.code == 0, moved.output
-    again = promoters.run(["promote", "--candidate", runs[1], "--model-name", model], env)
-    assert again.code == 0, again.output
+        moved = promoters.run(promote_cmd(run, model), env)
+        assert moved.returncode == 0, moved.output
+    again = promoters.run(promote_cmd(runs[1], model), env)
+    assert again.returncode == 0, again.output
     assert again.outputs()["changed"] == "false"
     found = mlflow_client.get_registered_model(model)
     assert found.aliases == {"champion": "2"}
@@ -443,13 +430,42 @@ def test_a_candidate_gated_for_another_model_is_refused(
     }
     run = candidate(mlflow_client, experiment(mlflow_client), tags)
     env = env_for(tmp_path, mlflow_server)
-    refused = promoters.run(["promote", "--candidate", run, "--model-name", other], env)
-    assert refused.code == 2, refused.output
+    refused = promoters.run(promote_cmd(run, other), env)
+    assert refused.returncode == 2, refused.output
     assert f"the gate judged {run} against model '{gated}'" in refused.stderr
     assert "require-gate: false" in refused.stderr
     assert not [m for m in mlflow_client.search_registered_models() if other in m.name]
-    forced = promoters.run(
-        ["promote", "--candidate", run, "--model-name", other, "--require-gate", "false"], env
-    )
-    assert forced.code == 0, forced.output
+    forced = promoters.run(promote_cmd(run, other, "--require-gate", "false"), env)
+    assert forced.returncode == 0, forced.output
     assert forced.outputs()["version"] == "1"
+
+
+def test_a_rollback_whose_dispatch_failed_is_finished_not_repeated(
+    tmp_path: Path, mlflow_server: str, github: FakeGitHub, promoters: Promoters
+) -> None:
+    mlflow_client = client(mlflow_server)
+    model = unique("rollback-resume")
+    experiment_id = experiment(mlflow_client)
+    env = github_env(tmp_path, mlflow_server, github)
+    for _ in range(3):
+        run = candidate(mlflow_client, experiment_id)
+        moved = promoters.run(promote_cmd(run, model), env)
+        assert moved.returncode == 0, moved.output
+    rollback = ["rollback", "--model-name", model, "--dispatch-event", "deploy-model"]
+    github.forbidden.add("POST dispatches")
+    failed = promoters.run(rollback, env)
+    assert failed.returncode == 6, failed.output
+    assert failed.outputs()["version"] == "2"
+    github.forbidden.discard("POST dispatches")
+    resumed = promoters.run(rollback, env)
+    assert resumed.returncode == 0, resumed.output
+    assert resumed.outputs()["resumed"] == "true"
+    assert resumed.outputs()["version"] == "2", "the same rollback finished, not a second one"
+    assert mlflow_client.get_registered_model(model).aliases == {"champion": "2"}
+    moves = history(mlflow_client, model)
+    assert [(m["reason"], m["to_version"], m["dispatch"]) for m in moves][-1] == (
+        "rollback",
+        "2",
+        "sent",
+    )
+    assert len(github.dispatches) == 1
