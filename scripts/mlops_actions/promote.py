@@ -388,12 +388,24 @@ class AliasLock:
                 "re-run the promotion; raise promote.lock_expiry_seconds on a slow runner",
             )
 
-    def release(self) -> None:
+    def start(self) -> None:
+        self._heartbeat.start()
+
+    def release(self) -> str | None:
+        """Stop renewing and delete the lock if it is still ours; what failed, if anything.
+
+        Never raises: whatever happened to the move (done, or failed for its own reason) is what
+        the step reports, and a lock left behind is taken over once it expires.
+        """
         self._stop.set()
         if self._heartbeat.is_alive():
             self._heartbeat.join(timeout=5)
-        if self._current_token() == self.info.token:
-            _delete_quietly(self.client, self.name)
+        try:
+            if self._current_token() == self.info.token:
+                _delete_quietly(self.client, self.name)
+        except Exception as error:
+            return type(error).__name__
+        return None
 
 
 @contextmanager
@@ -409,9 +421,6 @@ def alias_lock(
     `on_wait` runs while another promotion holds the lock, and may raise to stop waiting (the
     alias already moved away from the expected holder: this promotion has lost).
     """
-    from mlflow.exceptions import MlflowException
-
-    name = lock_name(model_name, alias)
     mine = LockInfo(
         token=uuid.uuid4().hex,
         expires=0.0,
@@ -419,11 +428,36 @@ def alias_lock(
         process=process_identity(),
         started=_now(),
     )
+    lock = AliasLock(client, lock_name(model_name, alias), mine, options.expiry_seconds)
+    _acquire(lock, model_name, alias, options, on_wait)
+    lock.start()
+    try:
+        yield lock
+    finally:
+        failed = lock.release()
+        if failed is not None:
+            options.notify(
+                f"could not remove the lock of {model_name}@{alias} ({failed}); it expires in "
+                f"{options.expiry_seconds:g} s, or remove it: {unlock_command(model_name, alias)}"
+            )
+
+
+def _acquire(
+    lock: AliasLock,
+    model_name: str,
+    alias: str,
+    options: LockOptions,
+    on_wait: Callable[[], None],
+) -> None:
+    """Create the lock, waiting (and taking over an abandoned one) until `wait_seconds`."""
+    from mlflow.exceptions import MlflowException
+
+    client, name = lock.client, lock.name
     deadline = time.monotonic() + options.wait_seconds
     delay = 0.1
     announced: set[str] = set()
     while True:
-        mine = replace(mine, expires=time.time() + options.expiry_seconds)
+        mine = lock.info = replace(lock.info, expires=time.time() + options.expiry_seconds)
         try:
             client.create_registered_model(
                 name,
@@ -470,12 +504,6 @@ def alias_lock(
             )
         time.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not security
         delay = min(delay * 2, 2.0)
-    lock = AliasLock(client, name, mine, options.expiry_seconds)
-    lock._heartbeat.start()
-    try:
-        yield lock
-    finally:
-        lock.release()
 
 
 def _take_over(client: MlflowClient, name: str, seen_token: str, token: str, expiry: float) -> bool:
