@@ -111,7 +111,7 @@ def test_build_push_action_serves_the_champion(
     from tests.test_promote import logged_model_run
 
     model, experiment = unique("served"), unique("exp")
-    run = logged_model_run(mlflow_server, experiment)
+    run = logged_model_run(mlflow_server, experiment, infer_requirements=True)
     env = clean_env(tmp_path, MLFLOW_TRACKING_URI=mlflow_server, GITHUB_SHA="ab" * 20)
     promoted = run_action(
         ROOT / "actions" / "promote",

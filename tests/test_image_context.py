@@ -63,6 +63,7 @@ def test_context_from_a_real_model(iris_model: Path, tmp_path: Path) -> None:
     requirements = (context / "requirements.txt").read_text().splitlines()
     assert f"mlflow-skinny=={mlflow.__version__}" in requirements
     assert "prometheus-client>=0.20" in requirements
+    assert "pandas" in requirements, "the scoring server's, whatever the model names"
     assert not any(r.startswith("mlflow==") for r in requirements)
     assert (context / "mlserving" / "mlops_actions" / "serving" / "app.py").is_file()
     assert not list((context / "mlserving").rglob("__pycache__"))

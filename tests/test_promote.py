@@ -36,9 +36,15 @@ def store_server(request: pytest.FixtureRequest) -> str:
 
 
 def logged_model_run(
-    tracking_uri: str, experiment: str, metrics: dict[str, float] | None = None
+    tracking_uri: str,
+    experiment: str,
+    metrics: dict[str, float] | None = None,
+    *,
+    infer_requirements: bool = False,
 ) -> str:
-    """A run with a (tiny) logged model, as training leaves it."""
+    """A run with a (tiny) logged model, as training leaves it. Its requirements are inferred
+    (seconds, in a subprocess) only when asked: an image installs them, promotion never reads
+    them."""
     import mlflow
     from sklearn.dummy import DummyClassifier
 
@@ -46,7 +52,11 @@ def logged_model_run(
     mlflow.set_experiment(experiment)
     with mlflow.start_run() as run:
         mlflow.log_metrics(metrics or {})
-        mlflow.sklearn.log_model(DummyClassifier().fit([[0.0], [1.0]], [0, 1]), name="model")
+        mlflow.sklearn.log_model(
+            DummyClassifier().fit([[0.0], [1.0]], [0, 1]),
+            name="model",
+            pip_requirements=None if infer_requirements else ["scikit-learn"],
+        )
     return str(run.info.run_id)
 
 
@@ -162,8 +172,10 @@ def test_a_runs_uri_promotes_the_model_it_names_or_nothing(
     mlflow.set_experiment(experiment)
     fitted = DummyClassifier().fit([[0.0], [1.0]], [0, 1])
     with mlflow.start_run() as run:
-        first = mlflow.sklearn.log_model(fitted, name="model")
-        mlflow.sklearn.log_model(fitted, name="other")  # the newest
+        first = mlflow.sklearn.log_model(fitted, name="model", pip_requirements=["scikit-learn"])
+        mlflow.sklearn.log_model(
+            fitted, name="other", pip_requirements=["scikit-learn"]
+        )  # the newest
     run_id = run.info.run_id
 
     missing = run_cli(

@@ -30,6 +30,9 @@ from .errors import ConfigError, MlopsError, ServiceError
 SERVING_PACKAGE = Path(__file__).parent / "serving"
 MODEL_DIR_IN_IMAGE = "/opt/ml/model"
 RUNTIME_REQUIREMENTS = (
+    # MLflow's scoring server needs pandas, which mlflow-skinny does not bring, nor does a model
+    # logged with its own pip_requirements (["scikit-learn==…"]) name it.
+    "pandas",
     "prometheus-client>=0.20",
     "uvicorn>=0.30",
     "starlette>=0.37",
