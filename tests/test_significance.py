@@ -1,0 +1,161 @@
+"""The gate's statistics (significance.py): point estimates equal scikit-learn's, as MLflow's
+evaluator computes them; intervals are reproducible; a superiority rule at 95 % confidence
+promotes an equally good candidate about as rarely as promised."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+
+from mlops_actions import significance
+from mlops_actions.errors import ConfigError
+
+
+def classifier_pair(rng: np.random.Generator, rows: int, classes: int, skill: tuple[float, float]):
+    truth = rng.integers(0, classes, rows)
+    predictions = []
+    for accuracy in skill:
+        wrong = (truth + rng.integers(1, classes, rows)) % classes
+        predictions.append(np.where(rng.random(rows) < accuracy, truth, wrong))
+    return truth, predictions[0], predictions[1]
+
+
+def probabilities_for(rng: np.random.Generator, truth: np.ndarray, classes: int, sharp: float):
+    logits = rng.normal(size=(len(truth), classes))
+    logits[np.arange(len(truth)), truth] += sharp
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_classifier_point_estimates_equal_scikit_learns(classes: int) -> None:
+    rng = np.random.default_rng(7)
+    truth, old, new = classifier_pair(rng, 500, classes, (0.7, 0.8))
+    found = significance.compare(
+        truth,
+        {"predictions": old},
+        {"predictions": new},
+        list(significance.COUNT_METRICS),
+        resamples=200,
+    )
+    average = "binary" if classes == 2 else "weighted"
+    for comparison, predictions in ((c, p) for c in found for p in (old, new)):
+        expected = {
+            "accuracy_score": sk.accuracy_score(truth, predictions),
+            "precision_score": sk.precision_score(truth, predictions, average=average),
+            "recall_score": sk.recall_score(truth, predictions, average=average),
+            "f1_score": sk.f1_score(truth, predictions, average=average),
+        }[comparison.metric]
+        got = comparison.champion if predictions is old else comparison.candidate
+        assert got == pytest.approx(expected, abs=1e-12), comparison.metric
+
+
+def test_probability_and_regression_point_estimates_equal_scikit_learns() -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 2, 400)
+    old_p, new_p = (probabilities_for(rng, truth, 2, s) for s in (0.5, 1.5))
+    old_p[:50] = np.round(old_p[:50], 1)  # ties, which ROC AUC counts half
+    found = significance.compare(
+        truth, {"probabilities": old_p}, {"probabilities": new_p}, ["log_loss", "roc_auc"]
+    )
+    assert found[0].champion == pytest.approx(sk.log_loss(truth, old_p))
+    assert found[0].candidate == pytest.approx(sk.log_loss(truth, new_p))
+    assert found[1].champion == pytest.approx(sk.roc_auc_score(truth, old_p[:, 1]))
+    assert found[1].candidate == pytest.approx(sk.roc_auc_score(truth, new_p[:, 1]))
+
+    y = rng.normal(10, 3, 300)
+    old, new = y + rng.normal(0, 2, 300), y + rng.normal(0, 1, 300)
+    found = significance.compare(
+        y, {"predictions": old}, {"predictions": new}, list(significance.REGRESSION_METRICS)
+    )
+    reference = {
+        "mean_absolute_error": sk.mean_absolute_error,
+        "mean_squared_error": sk.mean_squared_error,
+        "root_mean_squared_error": sk.root_mean_squared_error,
+        "r2_score": sk.r2_score,
+        "mean_absolute_percentage_error": sk.mean_absolute_percentage_error,
+    }
+    for comparison in found:
+        assert comparison.champion == pytest.approx(reference[comparison.metric](y, old))
+        assert comparison.candidate == pytest.approx(reference[comparison.metric](y, new))
+        assert comparison.low < comparison.difference < comparison.high
+        assert comparison.method == "paired bootstrap (Poisson)"
+
+
+def test_intervals_are_seeded_and_reproducible() -> None:
+    rng = np.random.default_rng(1)
+    truth, old, new = classifier_pair(rng, 300, 2, (0.8, 0.8))
+
+    def interval(seed: int) -> tuple[float, float]:
+        (found,) = significance.compare(
+            truth, {"predictions": old}, {"predictions": new}, ["f1_score"], seed=seed
+        )
+        return found.low, found.high
+
+    assert interval(5) == interval(5)
+    assert interval(5) != interval(6)
+
+
+def test_mcnemar_exact_p_value() -> None:
+    truth = np.ones(20, dtype=int)
+    champion = np.r_[np.zeros(10, dtype=int), np.ones(10, dtype=int)]  # wrong on 10 rows
+    candidate = np.ones(20, dtype=int)  # right on all: 10 discordant rows, all its way
+    assert significance.mcnemar_exact(truth, champion, candidate) == pytest.approx(2 * 0.5**10)
+    assert significance.mcnemar_exact(truth, candidate, candidate) == 1.0
+
+
+def test_a_metric_it_cannot_resample_is_named_with_the_ones_it_can() -> None:
+    with pytest.raises(ConfigError) as raised:
+        significance.compare([1], {"predictions": [1]}, {"predictions": [1]}, ["max_error"])
+    assert "max_error" in str(raised.value)
+    assert "f1_score" in str(raised.value)
+
+
+def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    rate = successes / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = (
+        z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials**2)) / (1 + z * z / trials)
+    )
+    return centre - half, centre + half
+
+
+def promotions(skill: tuple[float, float], seeds: int = 400) -> tuple[int, int]:
+    """How often a superiority rule at 95 % (lower bound above 0) and a plain comparison
+    (estimate above 0) promote the candidate, over independent evaluation sets."""
+    significant = plain = 0
+    for seed in range(seeds):
+        truth, old, new = classifier_pair(np.random.default_rng(seed), 300, 2, skill)
+        (found,) = significance.compare(
+            truth,
+            {"predictions": old},
+            {"predictions": new},
+            ["accuracy_score"],
+            resamples=1000,
+            seed=seed,
+        )
+        significant += found.low > 0
+        plain += found.difference > 0
+    return significant, plain
+
+
+def test_an_equally_good_candidate_is_rarely_promoted_and_a_better_one_usually() -> None:
+    significant, plain = promotions((0.8, 0.8))
+    low, high = wilson(significant, 400)
+    print(f"equal models: {significant}/400 promoted at 95 % ({low:.3f}-{high:.3f}); plain {plain}")
+    assert high < 0.08, "about 5 % at most"
+    assert 0.35 < plain / 400 < 0.6, "a plain comparison promotes about half of the time"
+    power, _ = promotions((0.75, 0.85), seeds=100)
+    print(f"candidate better by 10 points on 300 rows: power {power}/100")
+    assert power > 80
+
+
+def test_rows_needed_scales_with_the_interval() -> None:
+    comparison = significance.Comparison(
+        "accuracy_score", 0.80, 0.81, -0.02, 0.04, 0.95, 1000, 0, 300, "paired bootstrap"
+    )
+    # Half-width 0.03 must shrink below the distance 0.01 to the bound 0: (0.03/0.01)² x 300.
+    assert significance.rows_needed(comparison, 0.0) == 2700
