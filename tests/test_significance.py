@@ -159,3 +159,81 @@ def test_rows_needed_scales_with_the_interval() -> None:
     )
     # Half-width 0.03 must shrink below the distance 0.01 to the bound 0: (0.03/0.01)² x 300.
     assert significance.rows_needed(comparison, 0.0) == 2700
+
+
+# ----------------------------------------------------------------------------- the gate's use
+
+
+def interval(metric: str, champion: float, candidate: float, low: float, high: float):
+    return significance.Comparison(
+        metric, champion, candidate, low, high, 0.95, 2000, 0, 400, "paired bootstrap"
+    )
+
+
+def test_superiority_holds_at_the_lower_bound_and_too_few_rows_is_a_verdict() -> None:
+    from mlops_actions import gate
+
+    rule = gate.Rule("accuracy_score", "higher", min_improvement=0.0, confidence=0.95)
+    clear = gate.check_rule(
+        rule,
+        0.90,
+        0.80,
+        has_champion=True,
+        interval=interval("accuracy_score", 0.80, 0.90, 0.05, 0.15),
+    )
+    assert clear.passed
+    (check,) = clear.checks
+    assert (check.low, check.high) == pytest.approx((0.05, 0.15))
+    noisy = gate.check_rule(
+        rule,
+        0.805,
+        0.80,
+        has_champion=True,
+        interval=interval("accuracy_score", 0.80, 0.805, -0.02, 0.03),
+    )
+    assert not noisy.passed
+    reason = noisy.checks[0].reason
+    assert "95% interval -0.02 to +0.03, n=400" in reason
+    assert "too small to tell" in reason
+    # Half-width 0.025 must shrink to the distance 0.005 from the bound: (0.025/0.005)^2 x 400.
+    assert "about 10000 rows would decide" in reason
+    worse = gate.check_rule(
+        rule,
+        0.78,
+        0.80,
+        has_champion=True,
+        interval=interval("accuracy_score", 0.80, 0.78, -0.05, 0.01),
+    )
+    assert not worse.passed
+    assert "too small" not in worse.checks[0].reason
+
+
+def test_non_inferiority_on_a_lower_is_better_metric_uses_the_regressions_upper_bound() -> None:
+    from mlops_actions import gate
+
+    rule = gate.Rule("log_loss", "lower", max_regression=0.05, confidence=0.95)
+    # Candidate's log loss higher by 0.01 (a regression), interval of the difference 0 to 0.04.
+    within = gate.check_rule(
+        rule, 0.31, 0.30, has_champion=True, interval=interval("log_loss", 0.30, 0.31, 0.0, 0.04)
+    )
+    assert within.passed, within.checks[0].reason
+    assert within.checks[0].high == pytest.approx(0.04)
+    beyond = gate.check_rule(
+        rule, 0.31, 0.30, has_champion=True, interval=interval("log_loss", 0.30, 0.31, -0.02, 0.07)
+    )
+    assert not beyond.passed
+    assert "too small to tell" in beyond.checks[0].reason
+    pct = gate.Rule("log_loss", "lower", max_regression_pct=10.0, confidence=0.95)
+    result = gate.check_rule(
+        pct, 0.31, 0.30, has_champion=True, interval=interval("log_loss", 0.30, 0.31, 0.0, 0.02)
+    )
+    assert result.passed  # at most 6.7 % worse across the interval
+
+
+def test_a_rule_with_confidence_and_no_interval_fails_closed() -> None:
+    from mlops_actions import gate
+
+    rule = gate.Rule("f1_score", "higher", threshold=0.5, min_improvement=0.0, confidence=0.95)
+    decision = gate.decide([rule], {"f1_score": 0.9}, {"f1_score": 0.8})
+    assert not decision.passed
+    assert decision.reasons == ("f1_score: no paired interval of f1_score could be computed",)

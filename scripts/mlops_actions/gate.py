@@ -6,6 +6,12 @@ passes), with a relative tolerance of 1e-9 so that floating-point noise such as
 0.95 - 0.90 = 0.04999999999999993 does not turn a tie into a failure.
 
 Fail closed: a metric that is missing, NaN or infinite fails every bound that needs it.
+
+With a `confidence`, a rule's bounds relative to the champion are checked on the paired
+interval of the difference (significance.py) rather than on the two point estimates: an
+improvement must hold at the interval's lower bound (superiority), a regression must stay
+within its limit at the upper bound (non-inferiority). An interval too wide to decide either
+way fails, and says how many rows would decide at the observed variance.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .significance import Comparison
 
 Direction = Literal["higher", "lower"]
 FirstModelPolicy = Literal["pass", "fail"]
@@ -43,6 +52,7 @@ class Rule:
     min_improvement_pct: float | None = None
     max_regression: float | None = None
     max_regression_pct: float | None = None
+    confidence: float | None = None  # paired interval for the champion bounds (evaluate mode)
 
     def bounds(self) -> list[tuple[str, float]]:
         return [(name, value) for name in BOUNDS if (value := getattr(self, name)) is not None]
@@ -71,6 +81,8 @@ class Check:
     actual: float | None  # the value compared with the limit (metric, change or percentage)
     passed: bool | None  # None: not applicable (no champion yet, first model allowed)
     reason: str
+    low: float | None = None  # with a confidence: the interval of `actual`
+    high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +206,7 @@ def check_rule(
     champion: float | None,
     *,
     has_champion: bool,
+    interval: Comparison | None = None,
 ) -> RuleResult:
     sign = 1.0 if rule.direction == "higher" else -1.0
     delta = improvement = improvement_pct = None
@@ -228,6 +241,9 @@ def check_rule(
                     f"champion's {rule.metric} is {_describe_value(champion)}",
                 )
             )
+        elif needs_champion and rule.confidence is not None:
+            assert champion is not None
+            checks.append(_check_interval(rule, name, limit, champion, interval))
         else:
             checks.append(_check_bound(rule, name, limit, candidate, improvement, improvement_pct))
     return RuleResult(
@@ -274,6 +290,50 @@ def _check_bound(
     return Check(name, limit, actual, ok, text)
 
 
+def _check_interval(
+    rule: Rule, name: str, limit: float, champion: float, interval: Comparison | None
+) -> Check:
+    """A champion bound at the edge of the paired interval that is least favourable to it."""
+    from .significance import rows_needed
+
+    unit = BOUNDS[name][1]
+    if interval is None or not (_finite(interval.low) and _finite(interval.high)):
+        return Check(
+            name, limit, None, False, f"no paired interval of {rule.metric} could be computed"
+        )
+    sign = 1.0 if rule.direction == "higher" else -1.0
+    scale = 100.0 / abs(champion) if unit == "%" else 1.0
+    if unit == "%" and champion == 0:
+        return Check(name, limit, None, False, f"champion's {rule.metric} is 0: no percentage")
+    # The improvement's interval (positive = candidate better), in the bound's unit.
+    low, high = sorted((sign * interval.low * scale, sign * interval.high * scale))
+    estimate = sign * interval.difference * scale
+    level = (
+        f"{interval.confidence:.0%} interval {low:+g}{unit} to {high:+g}{unit}, n={interval.rows}"
+    )
+    improving = name.startswith("min_improvement")
+    # Superiority: the whole interval at or above +limit; non-inferiority: at or above -limit.
+    floor = limit if improving else -limit
+    ok = at_least(low, floor)
+    word = "improvement" if improving else "regression"
+    shown = estimate if improving else -estimate
+    if improving:
+        text = (
+            f"improvement {estimate:+g}{unit} ({level}) {'≥' if ok else 'not ≥'} {limit:+g}{unit}"
+        )
+    else:
+        text = f"regression {-estimate:g}{unit} ({level}) {'≤' if ok else 'not ≤'} {limit:g}{unit}"
+    if not ok and at_least(estimate, floor):
+        needed = rows_needed(interval, sign * floor / scale)
+        more = f"; about {needed} rows would decide at this variance" if needed else ""
+        text += (
+            f": the {word} holds at the estimate but not across the interval, the evaluation "
+            f"set is too small to tell{more}"
+        )
+    actual_low, actual_high = (low, high) if improving else (-high, -low)
+    return Check(name, limit, shown, ok, text, actual_low, actual_high)
+
+
 def decide(
     rules: Sequence[Rule],
     candidate_metrics: Mapping[str, float],
@@ -281,6 +341,7 @@ def decide(
     *,
     first_model_policy: FirstModelPolicy = "pass",
     advisory: bool = False,
+    intervals: Mapping[str, Comparison] | None = None,
 ) -> Decision:
     """The verdict: every rule passes, and a first model passes only if the policy allows it.
 
@@ -296,6 +357,7 @@ def decide(
             candidate_metrics.get(rule.metric),
             champion.get(rule.metric),
             has_champion=has_champion,
+            interval=(intervals or {}).get(rule.metric),
         )
         for rule in rules
     )
