@@ -77,6 +77,33 @@ def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _compared(
+    metric: str,
+    old: np.ndarray,
+    new: np.ndarray,
+    settings: tuple[float, int, int, int],
+    method: str,
+    p_value: tuple[float | None, str] = (None, ""),
+) -> Comparison:
+    """A Comparison from both models' values: [0] on the data, [1:] on the resamples.
+    `settings` is (confidence, resamples, seed, rows)."""
+    confidence, resamples, seed, rows = settings
+    low, high = _percentiles(new[1:] - old[1:], confidence)
+    return Comparison(
+        metric,
+        float(old[0]),
+        float(new[0]),
+        low,
+        high,
+        confidence,
+        resamples,
+        seed,
+        rows,
+        method,
+        *p_value,
+    )
+
+
 # ----------------------------------------------------------------------------- counts
 
 
@@ -132,24 +159,17 @@ def _count_comparisons(
     for metric in metrics:
         old_values = _from_confusion(champion_confusion, metric, positive)
         new_values = _from_confusion(candidate_confusion, metric, positive)
-        low, high = _percentiles(new_values[1:] - old_values[1:], confidence)
-        p_value, p_method = (None, "")
+        p_value: tuple[float | None, str] = (None, "")
         if metric == "accuracy_score":
-            p_value, p_method = mcnemar_exact(truth, old, new), "McNemar exact"
+            p_value = (mcnemar_exact(truth, old, new), "McNemar exact")
         results.append(
-            Comparison(
+            _compared(
                 metric,
-                float(old_values[0]),
-                float(new_values[0]),
-                low,
-                high,
-                confidence,
-                resamples,
-                seed,
-                n,
+                old_values,
+                new_values,
+                (confidence, resamples, seed, n),
                 "paired bootstrap (multinomial counts)",
                 p_value,
-                p_method,
             )
         )
     return results
@@ -223,18 +243,12 @@ def _regression_comparisons(
     results = []
     for metric in metrics:
         old, new = _regression_values(sums, metric, 0), _regression_values(sums, metric, 1)
-        low, high = _percentiles(new[1:] - old[1:], confidence)
         results.append(
-            Comparison(
+            _compared(
                 metric,
-                float(old[0]),
-                float(new[0]),
-                low,
-                high,
-                confidence,
-                resamples,
-                seed,
-                len(y),
+                old,
+                new,
+                (confidence, resamples, seed, len(y)),
                 "paired bootstrap (Poisson)",
             )
         )
@@ -306,19 +320,9 @@ def _probability_comparisons(
             new = _weighted_auc(np.asarray(candidate, float)[:, index], positive, weights)
         else:
             raise ConfigError(f"{metric} is not a probability metric")
-        low, high = _percentiles(new[1:] - old[1:], confidence)
         results.append(
-            Comparison(
-                metric,
-                float(old[0]),
-                float(new[0]),
-                low,
-                high,
-                confidence,
-                resamples,
-                seed,
-                rows,
-                "paired bootstrap (Poisson)",
+            _compared(
+                metric, old, new, (confidence, resamples, seed, rows), "paired bootstrap (Poisson)"
             )
         )
     return results
