@@ -3,7 +3,8 @@
 Pure numpy (and scipy for the binomial test): per-row predictions of both models on the same
 rows in, one `Comparison` per metric out. The metrics carry the names MLflow's evaluator logs
 (`accuracy_score`, `f1_score`, `root_mean_squared_error`, ...) and compute what it computes
-(scikit-learn's definitions: binary with the positive class, else weighted by class support).
+(scikit-learn's definitions: for two classes the positive one, by default the larger label as in
+MLflow; for more, averaged as MLflow's `average` evaluator setting says, weighted by default).
 
 Two resampling schemes, both paired (a resample draws rows, and each row brings both models'
 predictions, so what the models share cancels out of the difference):
@@ -33,6 +34,7 @@ import numpy as np
 from .errors import ConfigError
 
 COUNT_METRICS = ("accuracy_score", "precision_score", "recall_score", "f1_score")
+AVERAGES = ("weighted", "macro", "micro")  # of a multiclass precision / recall / F1
 REGRESSION_METRICS = (
     "mean_absolute_error",
     "mean_squared_error",
@@ -107,11 +109,14 @@ def _compared(
 # ----------------------------------------------------------------------------- counts
 
 
-def _from_confusion(confusion: np.ndarray, metric: str, positive: int | None) -> np.ndarray:
+def _from_confusion(
+    confusion: np.ndarray, metric: str, positive: int | None, average: str = "weighted"
+) -> np.ndarray:
     """A metric from confusion tables [..., true, predicted], as scikit-learn computes it."""
     total = confusion.sum(axis=(-2, -1)).astype(float)
     diagonal = np.diagonal(confusion, axis1=-2, axis2=-1).astype(float)
-    if metric == "accuracy_score":
+    if metric == "accuracy_score" or (positive is None and average == "micro"):
+        # Micro-averaged precision, recall and F1 of a single-label problem are the accuracy.
         accuracy = np.full(total.shape, np.nan)
         return np.asarray(np.divide(diagonal.sum(-1), total, out=accuracy, where=total > 0))
     support = confusion.sum(axis=-1).astype(float)  # rows: true class
@@ -128,6 +133,8 @@ def _from_confusion(confusion: np.ndarray, metric: str, positive: int | None) ->
         per_class = np.divide(2 * precision * recall, both, out=zeros.copy(), where=both > 0)
     if positive is not None:
         return np.asarray(per_class[..., positive])
+    if average == "macro":
+        return np.asarray(per_class.mean(-1))
     weights = np.divide(support, total[..., None], out=zeros.copy(), where=total[..., None] > 0)
     return np.asarray((per_class * weights).sum(-1))
 
@@ -142,14 +149,12 @@ def _count_comparisons(
     resamples: int,
     seed: int,
     positive_label: Any,
+    average: str,
 ) -> list[Comparison]:
     labels, coded = np.unique(np.concatenate([y_true, champion, candidate]), return_inverse=True)
     k, n = len(labels), len(y_true)
     truth, old, new = coded[:n], coded[n : 2 * n], coded[2 * n :]
-    positive = None
-    if k <= 2:  # scikit-learn's average="binary": the positive class only
-        matches = np.flatnonzero(labels == positive_label)
-        positive = int(matches[0]) if matches.size else k - 1
+    positive = _positive_index(labels, positive_label) if k <= 2 else None
     table = np.bincount((truth * k + old) * k + new, minlength=k**3)
     draws = np.random.default_rng(seed).multinomial(n, table / n, size=resamples)
     tables = np.concatenate([table[None, :], draws]).reshape(-1, k, k, k)
@@ -157,8 +162,8 @@ def _count_comparisons(
     candidate_confusion = tables.sum(axis=2)  # [true, candidate's]
     results = []
     for metric in metrics:
-        old_values = _from_confusion(champion_confusion, metric, positive)
-        new_values = _from_confusion(candidate_confusion, metric, positive)
+        old_values = _from_confusion(champion_confusion, metric, positive, average)
+        new_values = _from_confusion(candidate_confusion, metric, positive, average)
         p_value: tuple[float | None, str] = (None, "")
         if metric == "accuracy_score":
             p_value = (mcnemar_exact(truth, old, new), "McNemar exact")
@@ -173,6 +178,16 @@ def _count_comparisons(
             )
         )
     return results
+
+
+def _positive_index(labels: np.ndarray, positive_label: Any) -> int:
+    """scikit-learn's average="binary" scores one class: the given one, else (MLflow's default)
+    the larger label."""
+    if positive_label is not None:
+        matches = np.flatnonzero(labels == positive_label)
+        if matches.size:
+            return int(matches[0])
+    return len(labels) - 1
 
 
 def mcnemar_exact(truth: np.ndarray, champion: np.ndarray, candidate: np.ndarray) -> float:
@@ -276,48 +291,68 @@ def _weighted_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray)
         return np.asarray(np.where(pairs > 0, wins / pairs, np.nan))
 
 
+def _aligned(model: dict[str, Any], labels: np.ndarray, who: str) -> np.ndarray:
+    """The model's probabilities with one column per label in `labels`, in that order.
+
+    The model's `classes` (scikit-learn's `classes_`) say which column is which; without them
+    the columns must be the labels in sorted order, one each.
+    """
+    probabilities = np.asarray(model["probabilities"], dtype=float)
+    classes = model.get("classes")
+    if probabilities.ndim != 2:
+        raise ConfigError(f"the {who}'s probabilities are not a rows x classes table")
+    if classes is None:
+        if probabilities.shape[1] != len(labels):
+            raise ConfigError(
+                f"the {who} gives probabilities for {probabilities.shape[1]} classes and the "
+                f"evaluation set has {len(labels)} labels, with no class list to match them",
+                "evaluate on a dataset with every class, or gate on a metric of predictions",
+            )
+        return probabilities
+    aligned = np.zeros((probabilities.shape[0], len(labels)))
+    where = {label: i for i, label in enumerate(np.asarray(classes).tolist())}
+    for column, label in enumerate(labels.tolist()):
+        if label in where:
+            aligned[:, column] = probabilities[:, where[label]]
+    return aligned
+
+
 def _probability_comparisons(
     y_true: np.ndarray,
-    champion: np.ndarray,
-    candidate: np.ndarray,
+    champion: dict[str, Any],
+    candidate: dict[str, Any],
     metrics: list[str],
     *,
     confidence: float,
     resamples: int,
     seed: int,
     positive_label: Any,
+    average: str,
 ) -> list[Comparison]:
-    """log_loss (any number of classes) and binary roc_auc from class probabilities."""
+    """log_loss and roc_auc (binary: the positive class; more: one-vs-rest, averaged)."""
+    known = [
+        np.asarray(m["classes"]) for m in (champion, candidate) if m.get("classes") is not None
+    ]
     labels, truth = np.unique(y_true, return_inverse=True)
+    if known:
+        labels = np.unique(np.concatenate([labels, *known]))
+        truth = np.searchsorted(labels, y_true)
+    old_p, new_p = _aligned(champion, labels, "champion"), _aligned(candidate, labels, "candidate")
     rows = len(truth)
     results = []
     for metric in metrics:
-        rng_seed = seed
         if metric == "log_loss":
             losses = []
-            for probabilities in (champion, candidate):
-                p = np.clip(np.asarray(probabilities, float), 1e-15, 1 - 1e-15)
+            for probabilities in (old_p, new_p):
+                p = np.clip(probabilities, 1e-15, 1 - 1e-15)
                 p = p / p.sum(axis=1, keepdims=True)  # scikit-learn renormalises too
                 losses.append(-np.log(p[np.arange(rows), truth]))
-            sums = _poisson_sums(np.column_stack([np.ones(rows), *losses]), resamples, rng_seed)
+            sums = _poisson_sums(np.column_stack([np.ones(rows), *losses]), resamples, seed)
             old, new = sums[:, 1] / sums[:, 0], sums[:, 2] / sums[:, 0]
         elif metric == "roc_auc":
-            if len(labels) != 2:
-                raise ConfigError(
-                    "roc_auc with a confidence is computed for binary classifiers only",
-                    "use log_loss or f1_score for a multiclass model",
-                )
-            matches = np.flatnonzero(labels == positive_label)
-            index = int(matches[0]) if matches.size else 1
-            positive = truth == index
-            weights = np.vstack(
-                [
-                    np.ones((1, rows)),
-                    np.random.default_rng(rng_seed).poisson(1.0, size=(resamples, rows)),
-                ]
+            old, new = _auc_values(
+                old_p, new_p, truth, labels, positive_label, average, resamples, seed
             )
-            old = _weighted_auc(np.asarray(champion, float)[:, index], positive, weights)
-            new = _weighted_auc(np.asarray(candidate, float)[:, index], positive, weights)
         else:
             raise ConfigError(f"{metric} is not a probability metric")
         results.append(
@@ -326,6 +361,54 @@ def _probability_comparisons(
             )
         )
     return results
+
+
+def _auc_values(
+    old_p: np.ndarray,
+    new_p: np.ndarray,
+    truth: np.ndarray,
+    labels: np.ndarray,
+    positive_label: Any,
+    average: str,
+    resamples: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both models' ROC AUC on the data and under each resample's Poisson row weights.
+
+    Binary: the positive class's column. Multiclass: one-vs-rest per class, averaged plainly
+    (macro) or by the class's (resampled) support (weighted), as MLflow's evaluator asks
+    scikit-learn for; it logs no multiclass roc_auc for a micro average, so neither do we.
+    """
+    rows = len(truth)
+    weights = np.vstack(
+        [np.ones((1, rows)), np.random.default_rng(seed).poisson(1.0, size=(resamples, rows))]
+    )
+    present = np.unique(truth)
+    if len(present) == 2 and len(labels) == 2:
+        index = _positive_index(labels, positive_label)
+        positive = truth == index
+        return (
+            _weighted_auc(old_p[:, index], positive, weights),
+            _weighted_auc(new_p[:, index], positive, weights),
+        )
+    if average not in ("macro", "weighted"):
+        raise ConfigError(
+            f"a multiclass roc_auc has no {average} average (MLflow logs none)",
+            "set gate.evaluation.average to macro or weighted, or gate on another metric",
+        )
+    values = []
+    for probabilities in (old_p, new_p):
+        per_class, supports = [], []
+        for index in present:
+            positive = truth == index
+            per_class.append(_weighted_auc(probabilities[:, index], positive, weights))
+            supports.append(weights @ positive)
+        scores, support = np.array(per_class), np.array(supports)
+        if average == "macro":
+            values.append(scores.mean(axis=0))
+        else:
+            values.append((scores * support).sum(axis=0) / support.sum(axis=0))
+    return values[0], values[1]
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -349,17 +432,23 @@ def compare(
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
-    positive_label: Any = 1,
+    positive_label: Any = None,
+    average: str = "weighted",
 ) -> list[Comparison]:
     """Each metric of both models, with a paired interval of candidate - champion.
 
     `champion` and `candidate` hold the models' `predictions` (one per row) and, for log_loss
-    and roc_auc, `probabilities` (rows x classes, columns in sorted label order).
+    and roc_auc, `probabilities` (rows x classes) with `classes`, the label of each column
+    (without it, the columns are the evaluation set's labels in sorted order). A binary
+    problem scores `positive_label`, by default the larger label; a multiclass one averages
+    precision, recall, F1 and ROC AUC as `average` says (MLflow's evaluator setting).
     """
     for metric in metrics:
         check_resamplable(metric)
     if not 0.5 <= confidence < 1:
         raise ConfigError(f"confidence must be at least 0.5 and below 1, got {confidence}")
+    if average not in AVERAGES:
+        raise ConfigError(f"average must be one of {', '.join(AVERAGES)}, got {average!r}")
     truth = np.asarray(y_true)
     runs: list[tuple[tuple[str, ...], Callable[..., list[Comparison]], str]] = [
         (COUNT_METRICS, _count_comparisons, "predictions"),
@@ -376,11 +465,19 @@ def compare(
                 f"{', '.join(wanted)} needs both models' {key}",
                 "log a model whose predict_proba MLflow can call, or gate on another metric",
             )
-        extra = {"positive_label": positive_label} if run is not _regression_comparisons else {}
+        extra = (
+            {"positive_label": positive_label, "average": average}
+            if run is not _regression_comparisons
+            else {}
+        )
+        models = (
+            (champion, candidate)
+            if run is _probability_comparisons
+            else (np.asarray(champion[key]), np.asarray(candidate[key]))
+        )
         for comparison in run(
             truth,
-            np.asarray(champion[key]),
-            np.asarray(candidate[key]),
+            *models,
             wanted,
             confidence=confidence,
             resamples=resamples,
