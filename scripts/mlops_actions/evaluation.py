@@ -12,7 +12,7 @@ import math
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +23,21 @@ from .tracking import metric_value, metric_values
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from .gate import Rule
     from .registry import Candidate, VersionRef
+    from .significance import Comparison
 
 WORKER = Path(__file__).with_name("evaluation_worker.py")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Both models' per-row outputs on the evaluation rows (evaluate mode), for the bootstrap:
+    each model's `predictions`, and `probabilities` with `classes` where it gives them."""
+
+    truth: Any
+    candidate: dict[str, Any]
+    champion: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,7 @@ class Metrics:
     candidate: dict[str, float]
     champion: dict[str, float] | None  # None: there is no champion
     champion_evaluation_run_id: str = ""  # evaluate mode: the nested run with the champion's
+    predictions: Predictions | None = None  # evaluate mode with a champion, when asked for
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,8 @@ class EvaluationSpec:
     model_type: str
     python: str
     metric_prefix: str
+    average: str = "weighted"  # MLflow's evaluator setting for multiclass precision, recall, F1
+    keep_predictions: bool = False  # a rule has a confidence: the bootstrap needs the rows
 
 
 def run_metrics(client: MlflowClient, run_id: str) -> dict[str, float]:
@@ -95,6 +110,7 @@ def reevaluate(
         "targets": spec.targets,
         "model_type": spec.model_type,
         "metric_prefix": spec.metric_prefix,
+        "average": spec.average,
         "candidate_run_id": candidate.run_id,
         "candidate_model_uri": candidate.model_uri,
         "champion_model_uri": champion.uri if champion else "",
@@ -109,6 +125,8 @@ def reevaluate(
     }
     with tempfile.TemporaryDirectory(prefix="mlops-evaluate-") as scratch:
         request_file, result_file = Path(scratch, "request.json"), Path(scratch, "result.json")
+        if spec.keep_predictions and champion is not None:
+            request["predictions_dir"] = scratch
         request_file.write_text(json.dumps(request), encoding="utf-8")
         done = subprocess.run(
             [python, str(WORKER), str(request_file), str(result_file)],
@@ -117,8 +135,14 @@ def reevaluate(
             check=False,
         )
         text = result_file.read_text(encoding="utf-8") if result_file.exists() else ""
-    result: dict[str, Any] = json.loads(text) if text else {}
-    if done.returncode != 0 or "error" in result:
+        result: dict[str, Any] = json.loads(text) if text else {}
+        ok = done.returncode == 0 and "error" not in result
+        predictions = (
+            _read_predictions(Path(scratch), result)
+            if ok and "predictions_dir" in request
+            else None
+        )
+    if not ok:
         message = result.get("error") or f"the evaluation exited with status {done.returncode}"
         if result.get("service"):
             raise ServiceError(
@@ -133,7 +157,53 @@ def reevaluate(
         candidate=_from_json(result["candidate"]),
         champion=_from_json(result["champion"]) if champion else None,
         champion_evaluation_run_id=result.get("champion_evaluation_run_id", ""),
+        predictions=predictions,
     )
+
+
+def _read_predictions(directory: Path, result: Mapping[str, Any]) -> Predictions:
+    """The worker's .npy files (never pickles: they come from the user's Python)."""
+    import numpy as np
+
+    def load(name: str) -> Any:
+        return np.load(directory / name, allow_pickle=False)
+
+    files = result.get("predictions") or {}
+    models = {
+        role: {kind: load(name) for kind, name in files.get(role, {}).items()}
+        for role in ("candidate", "champion")
+    }
+    return Predictions(load("truth.npy"), models["candidate"], models["champion"])
+
+
+def paired_intervals(
+    rules: Sequence[Rule], metrics: Metrics, *, resamples: int, seed: int, average: str
+) -> dict[str, Comparison]:
+    """The paired bootstrap of every rule with a confidence, by metric; {} without a champion
+    (nothing to pair with) or without the rows (logged mode)."""
+    from .significance import compare
+
+    predictions = metrics.predictions
+    if predictions is None or metrics.champion is None:
+        return {}
+    by_confidence: dict[float, list[str]] = {}
+    for rule in rules:
+        if rule.confidence is not None:
+            by_confidence.setdefault(rule.confidence, []).append(rule.metric)
+    found: dict[str, Comparison] = {}
+    for confidence, names in by_confidence.items():
+        for comparison in compare(
+            predictions.truth,
+            predictions.champion,
+            predictions.candidate,
+            names,
+            confidence=confidence,
+            resamples=resamples,
+            seed=seed,
+            average=average,
+        ):
+            found[comparison.metric] = comparison
+    return found
 
 
 # ----------------------------------------------------------------------------- assessment

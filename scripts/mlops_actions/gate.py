@@ -69,7 +69,10 @@ class Rule:
                 words.append(f"at least {value:+g}{unit} better than the champion")
             else:
                 words.append(f"at most {value:g}{unit} worse than the champion")
-        return f"{self.direction} is better; " + ", ".join(words)
+        text = f"{self.direction} is better; " + ", ".join(words)
+        if self.confidence is not None:
+            text += f"; at {self.confidence:.0%} confidence"
+        return text
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class RuleResult:
     improvement_pct: float | None
     checks: tuple[Check, ...]
     description: str
+    confidence: float | None = None
+    significance: Comparison | None = None  # the paired interval and test, when computed
 
     @property
     def passed(self) -> bool:
@@ -125,6 +130,8 @@ class Decision:
         data["verdict"] = self.verdict
         for rule, result in zip(data["rules"], self.rules, strict=True):
             rule["passed"] = result.passed
+            if result.significance is not None:
+                rule["significance"]["difference"] = result.significance.difference
         return _json_safe(data)  # type: ignore[no-any-return]
 
 
@@ -141,8 +148,14 @@ def _json_safe(value: Any) -> Any:
 # ----------------------------------------------------------------------------- parsing
 
 
-def parse_rules(raw: Sequence[Mapping[str, Any]] | None) -> list[Rule]:
-    """Rules from the schema-validated `gate.rules` list; an empty gate is an error."""
+def parse_rules(
+    raw: Sequence[Mapping[str, Any]] | None, default_confidence: float | None = None
+) -> list[Rule]:
+    """Rules from the schema-validated `gate.rules` list; an empty gate is an error.
+
+    A rule's `confidence` wins over the gate's `default_confidence`; `confidence: false` keeps
+    a rule on point estimates whatever the default.
+    """
     if not raw:
         raise ConfigError(
             "gate.rules is empty: a gate with no rules would pass every model",
@@ -161,8 +174,28 @@ def parse_rules(raw: Sequence[Mapping[str, Any]] | None) -> list[Rule]:
             )
         seen.add(metric)
         bounds = {name: _number(item.get(name), f"{where}.{name}") for name in BOUNDS}
-        rules.append(Rule(metric=metric, direction=item["direction"], **bounds))
+        confidence = item.get("confidence", default_confidence)
+        rules.append(
+            Rule(
+                metric=metric,
+                direction=item["direction"],
+                confidence=_confidence(confidence, f"{where}.confidence"),
+                **bounds,
+            )
+        )
     return rules
+
+
+def _confidence(value: Any, where: str) -> float | None:
+    if value is False or value is None:
+        return None
+    number = _number(value, where)
+    if number is None or not 0.5 <= number < 1:
+        raise ConfigError(
+            f"{where} must be at least 0.5 and below 1, got {value!r}",
+            "use e.g. 0.95 for a 95 % interval, or false for point estimates",
+        )
+    return number
 
 
 def _number(value: Any, where: str) -> float | None:
@@ -256,6 +289,8 @@ def check_rule(
         improvement_pct=improvement_pct,
         checks=tuple(checks),
         description=rule.describe(),
+        confidence=rule.confidence,
+        significance=interval if rule.confidence is not None else None,
     )
 
 

@@ -202,6 +202,9 @@ def gate_report(decision: Decision, facts: GateFacts) -> str:
             f"| {_mark(rule.passed)} | `{_cell(rule.metric)}` ({rule.direction} is better) "
             f"| {number(rule.candidate)} | {number(rule.champion)} | {_delta(rule)} | {checks} |"
         )
+    intervals = significance_table(decision)
+    if intervals:
+        lines += ["", intervals]
     if not decision.passed:
         lines += ["", "**Why:**", ""] + [f"- {_cell(reason)}" for reason in decision.reasons]
     chart = history_chart(facts, decision)
@@ -218,6 +221,32 @@ def gate_report(decision: Decision, facts: GateFacts) -> str:
         )
         + "</sub>",
     ]
+    return "\n".join(lines)
+
+
+def significance_table(decision: Decision) -> str:
+    """The paired intervals behind the rules with a confidence: estimate, interval, p-value,
+    rows, resamples, seed and method, so that anyone can reproduce the verdict."""
+    rows = [rule for rule in decision.rules if rule.significance is not None]
+    if not rows:
+        return ""
+    lines = [
+        "**Is the difference real?** Paired bootstrap of candidate - champion on the same rows:",
+        "",
+        "| metric | difference | interval | p-value | n | resamples | seed | method |",
+        "|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for rule in rows:
+        found = rule.significance
+        assert found is not None
+        p_value = (
+            f"{found.p_value:.3g} ({found.p_value_method})" if found.p_value is not None else "—"
+        )
+        lines.append(
+            f"| `{_cell(rule.metric)}` | {found.difference:+.4g} "
+            f"| {found.confidence:.0%}: {found.low:+.4g} to {found.high:+.4g} | {p_value} "
+            f"| {found.rows} | {found.resamples} | {found.seed} | {found.method} |"
+        )
     return "\n".join(lines)
 
 

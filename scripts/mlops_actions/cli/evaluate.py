@@ -33,11 +33,19 @@ def _gate_files(model_name: str) -> tuple[Path, Path]:
     return base / f"{safe}.decision.json", base / f"{safe}.report.md"
 
 
-def _evaluation_spec(config: Config) -> Any:
+def _evaluation_spec(config: Config, rules: list[Any]) -> Any:
     from ..errors import ConfigError
     from ..evaluation import EvaluationSpec
 
+    with_confidence = [rule.metric for rule in rules if rule.confidence is not None]
     if config.get("gate.compare") != "evaluate":
+        if with_confidence:
+            raise ConfigError(
+                f"gate rule(s) on {', '.join(with_confidence)} have a confidence, and "
+                "compare: logged has only two logged numbers, no rows to resample",
+                "set gate.compare to evaluate (the compare input) with gate.evaluation.data, "
+                "or drop confidence (gate.confidence, the confidence input)",
+            )
         return None
     missing = [
         k for k in ("data", "targets", "model_type") if not config.get(f"gate.evaluation.{k}")
@@ -55,7 +63,31 @@ def _evaluation_spec(config: Config) -> Any:
         model_type=str(config.get("gate.evaluation.model_type")),
         python=str(config.get("gate.evaluation.python")),
         metric_prefix=str(config.get("gate.evaluation.metric_prefix")),
+        average=str(config.get("gate.evaluation.average")),
+        keep_predictions=bool(with_confidence),
     )
+
+
+def _check_resamplable(rules: list[Any], model_type: str) -> None:
+    """Before anything runs: every rule with a confidence is on a metric the bootstrap can
+    compute for this kind of model."""
+    from .. import significance
+    from ..errors import ConfigError
+
+    family = (
+        significance.REGRESSION_METRICS
+        if model_type == "regressor"
+        else (*significance.COUNT_METRICS, *significance.PROBABILITY_METRICS)
+    )
+    for rule in rules:
+        if rule.confidence is None:
+            continue
+        significance.check_resamplable(rule.metric)
+        if rule.metric not in family:
+            raise ConfigError(
+                f"gate rule on '{rule.metric}': a {model_type} has no such metric",
+                f"with a confidence, a {model_type}'s rules can use {', '.join(family)}",
+            )
 
 
 def _ensure_evaluation_data(config: Config, spec: Any) -> None:
@@ -83,7 +115,7 @@ def _gate_rules(config: Config, candidate: str) -> tuple[str, list[Any], str]:
             "the candidate input is empty",
             "pass the train step's run-id (or model-uri) as the candidate input",
         )
-    rules = gate.parse_rules(config.get("gate.rules"))
+    rules = gate.parse_rules(config.get("gate.rules"), config.get("gate.confidence"))
     return model_name, rules, str(config.get("gate.primary_metric") or rules[0].metric)
 
 
@@ -95,8 +127,9 @@ def run_gate(config: Config, candidate: str, args: argparse.Namespace) -> int:
     tracking_uri, registry_uri = mlflow_uris(config)
     chosen_file = _output_file(args, "decision-file")
     model_name, rules, primary = _gate_rules(config, candidate)
-    spec = _evaluation_spec(config)
+    spec = _evaluation_spec(config, rules)
     if spec is not None:
+        _check_resamplable(rules, spec.model_type)
         _ensure_evaluation_data(config, spec)
     cwd = Path.cwd()
     alias = str(config.get("gate.champion_alias"))
@@ -117,12 +150,14 @@ def run_gate(config: Config, candidate: str, args: argparse.Namespace) -> int:
             history_limit=int(config.get("gate.history")),
             history_metric=primary,
         )
+        intervals = _bootstrap(config, rules, assessed.metrics)
     decision = gate.decide(
         rules,
         assessed.metrics.candidate,
         assessed.metrics.champion,
         first_model_policy=config.get("gate.first_model"),
         advisory=bool(config.get("gate.advisory")),
+        intervals=intervals,
     )
     _observe(monitor.gate_samples(decision, time.time()))
     run_context = context.detect(os.environ, cwd)
@@ -177,6 +212,28 @@ def run_gate(config: Config, candidate: str, args: argparse.Namespace) -> int:
     if not decision.passed and not decision.advisory:
         return EXIT_REJECTED
     return failure
+
+
+def _bootstrap(config: Config, rules: list[Any], metrics: Any) -> dict[str, Any]:
+    """The paired intervals of the rules with a confidence, timed in the log."""
+    from .. import evaluation
+
+    started = time.monotonic()
+    intervals = evaluation.paired_intervals(
+        rules,
+        metrics,
+        resamples=int(config.get("gate.resamples")),
+        seed=int(config.get("gate.seed")),
+        average=str(config.get("gate.evaluation.average")),
+    )
+    if intervals:
+        rows = next(iter(intervals.values())).rows
+        print(
+            f"paired bootstrap of {', '.join(intervals)}: {rows} rows, "
+            f"{config.get('gate.resamples')} resamples, seed {config.get('gate.seed')}, "
+            f"{time.monotonic() - started:.2f} s"
+        )
+    return intervals
 
 
 def _run_link(mlflow_client: Any, tracking_uri: str, run_id: str) -> str:

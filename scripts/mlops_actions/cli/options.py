@@ -131,6 +131,13 @@ GATE_OPTIONS = (
     Option("evaluation-targets", "label column of the dataset", "gate.evaluation.targets"),
     Option("model-type", "classifier | regressor", "gate.evaluation.model_type"),
     Option("evaluation-python", "Python with the model's dependencies", "gate.evaluation.python"),
+    Option(
+        "confidence",
+        "default confidence of the rules' paired intervals, e.g. 0.95 (compare=evaluate)",
+        "gate.confidence",
+    ),
+    Option("resamples", "bootstrap resamples (default: 2000)", "gate.resamples"),
+    Option("seed", "bootstrap seed (default: 0)", "gate.seed"),
     Option("primary-metric", "metric charted across champions", "gate.primary_metric"),
     Option("pr-comment", "comment on the pull request (default: true)", "gate.report.pr_comment"),
     Option("check-run", "create a check run (default: true)", "gate.report.check_run"),
