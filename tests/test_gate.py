@@ -249,3 +249,17 @@ def test_history_chart_names_the_versions_it_cannot_draw() -> None:
     assert '  x-axis ["v1", "v3", "candidate"]' in text
     assert "  bar [2.5, 2, 1.5]" in text
     assert "Not charted (not a finite number): v2 (∞)." in text
+
+
+def test_a_rules_confidence_wins_over_the_gates_and_false_opts_out() -> None:
+    raw = [
+        {"metric": "accuracy_score", "direction": "higher", "min_improvement": 0},
+        {"metric": "log_loss", "direction": "lower", "max_regression": 0.1, "confidence": 0.99},
+        {"metric": "custom", "direction": "higher", "threshold": 1, "confidence": False},
+    ]
+    assert [rule.confidence for rule in gate.parse_rules(raw)] == [None, 0.99, None]
+    assert [rule.confidence for rule in gate.parse_rules(raw, 0.9)] == [0.9, 0.99, None]
+    assert gate.parse_rules(raw, 0.9)[0].describe().endswith("; at 90% confidence")
+    for bad in (1.0, 0.4, float("nan"), True):
+        with pytest.raises(ConfigError, match=r"gate.rules\[0\].confidence"):
+            gate.parse_rules([{**raw[0], "confidence": bad}])

@@ -253,3 +253,72 @@ def test_a_confidence_needs_rows_and_a_metric_the_gate_can_resample(
     result = gate(tmp_path, mlflow_server, "m", candidate, opted_out, "--confidence", "0.9")
     error = assert_one_line_error(result, candidate)  # it got as far as the candidate
     assert "precision_recall_auc" not in error
+
+
+def test_a_regressor_on_its_own_columns_gets_intervals_equal_to_mlflows_estimates(
+    housing: Path, mlflow_server: str
+) -> None:
+    """A second project: a regressor, each model trained on different columns."""
+    import mlflow
+    import mlflow.sklearn
+    import pandas as pd
+    from sklearn.linear_model import Ridge
+
+    frame = pd.read_csv(housing / "data" / "housing.csv")
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment(unique("housing"))
+    uris, run_ids = [], []
+    for dropped in (["age_years", "distance_km"], []):
+        features = frame.drop(columns=["price", *dropped])
+        with mlflow.start_run() as run:
+            info = mlflow.sklearn.log_model(
+                Ridge().fit(features, frame["price"]),
+                name="model",
+                input_example=features.head(3),
+                pip_requirements=["scikit-learn"],
+            )
+        uris.append(str(info.model_uri))
+        run_ids.append(run.info.run_id)
+    model = unique("housing")
+    register(mlflow_server, model, run_ids[0], model_uri=uris[0])
+    rules = [
+        {"metric": "root_mean_squared_error", "direction": "lower", "min_improvement": 0},
+        {"metric": "r2_score", "direction": "higher", "max_regression": 0.0},
+        {"metric": "mean_absolute_percentage_error", "direction": "lower", "threshold": 1.0},
+    ]
+    config = {
+        "version": 1,
+        "model": {"name": model},
+        "gate": {
+            "compare": "evaluate",
+            "confidence": 0.9,
+            "resamples": 3000,
+            "evaluation": {
+                "data": "data/housing.csv",
+                "targets": "price",
+                "model_type": "regressor",
+            },
+            "rules": rules,
+            "report": {"pr_comment": False, "check_run": False},
+        },
+    }
+    (housing / "mlops.yaml").write_text(json.dumps(config))
+    env = clean_env(housing, MLFLOW_TRACKING_URI=mlflow_server)
+    result = run_cli(
+        ["evaluate", "--candidate", uris[1], "--decision-file", "decision.json"], housing, env
+    )
+    assert result.returncode in (0, 1), result.output
+    decision = decision_of(housing)
+    logged = mlflow.MlflowClient(mlflow_server).get_run(run_ids[1]).data.metrics
+    for rule in decision["rules"]:
+        found = rule["significance"]
+        assert found["method"] == "paired bootstrap (Poisson)"
+        assert (found["rows"], found["resamples"], found["confidence"]) == (len(frame), 3000, 0.9)
+        assert found["candidate"] == pytest.approx(logged[f"eval_{rule['metric']}"], rel=1e-9)
+        assert found["champion"] == pytest.approx(rule["champion"], rel=1e-9)
+        assert found["low"] <= found["difference"] <= found["high"]
+    rmse, r2, _ = decision["rules"]
+    # The verdict follows the intervals: superiority on the error's upper bound, non-inferiority
+    # of R² on the regression's upper bound.
+    expected = rmse["significance"]["high"] <= 0 and r2["significance"]["low"] >= 0
+    assert decision["verdict"] == ("passed" if expected else "rejected"), decision["reasons"]
