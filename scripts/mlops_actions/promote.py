@@ -822,7 +822,10 @@ def move_alias(
         if expected == ANY:
             return
         holder, _ = _read_alias(client, model_name, alias)
-        if holder != wanted and (holder is None or (find() or _NO_VERSION).version != holder):
+        if holder == wanted:
+            return
+        ours = find() if holder is not None else None
+        if ours is None or ours.version != holder:
             raise _moved_away(model_name, alias, holder, expected)
 
     with alias_lock(client, model_name, alias, lock, on_wait=lost_already) as held:
@@ -907,13 +910,6 @@ def move_alias(
             promotion_id=move.id,
         )
         return _follow_up(client, move, history, follow_ups, history_limit, result=result)
-
-
-class _NoVersion:
-    version = ""
-
-
-_NO_VERSION = _NoVersion()
 
 
 def _from_text(version: str | None) -> str:

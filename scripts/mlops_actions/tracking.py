@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-from .errors import ConfigError, ServiceError
+from .errors import ConfigError, MlopsError, ServiceError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -195,25 +195,36 @@ def _hint(reason: str) -> str:
 @contextmanager
 def tracking_server(tracking_uri: str, doing: str) -> Iterator[None]:
     """Turn connection and server failures into a ServiceError that names the server."""
+    try:
+        yield
+    except Exception as exc:
+        described = service_error(exc, tracking_uri, doing)
+        if described is None:
+            raise
+        raise described from None
+
+
+def service_error(exc: BaseException, tracking_uri: str, doing: str) -> MlopsError | None:
+    """What a failed MLflow call means for the user (a ConfigError for a request MLflow
+    refused, a ServiceError naming the server otherwise); None for other exceptions."""
     from mlflow.exceptions import MlflowException
     from requests.exceptions import RequestException
 
-    try:
-        yield
-    except (MlflowException, RequestException, ConnectionError) as exc:
-        code = getattr(exc, "error_code", "")
-        if code in {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST"}:
-            raise ConfigError(f"MLflow rejected the request while {doing}: {exc}") from None
-        if code == "RESOURCE_DOES_NOT_EXIST":
-            raise ConfigError(
-                f"MLflow found nothing while {doing}: {getattr(exc, 'message', exc)}",
-                "check the run id, model name or version",
-            ) from None
-        reason = _reason(exc)
-        raise ServiceError(
-            f"MLflow tracking server {redact(tracking_uri)} failed while {doing}: {reason}",
-            _hint(reason),
-        ) from None
+    if not isinstance(exc, MlflowException | RequestException | ConnectionError):
+        return None
+    code = getattr(exc, "error_code", "")
+    if code in {"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST"}:
+        return ConfigError(f"MLflow rejected the request while {doing}: {exc}")
+    if code == "RESOURCE_DOES_NOT_EXIST":
+        return ConfigError(
+            f"MLflow found nothing while {doing}: {getattr(exc, 'message', exc)}",
+            "check the run id, model name or version",
+        )
+    reason = _reason(exc)
+    return ServiceError(
+        f"MLflow tracking server {redact(tracking_uri)} failed while {doing}: {reason}",
+        _hint(reason),
+    )
 
 
 def client(tracking_uri: str, registry_uri: str = "") -> MlflowClient:

@@ -161,13 +161,14 @@ def _moving(uri: str, doing: str, reason: str, move: Any) -> int:
         with tracking.tracking_server(uri, doing):
             result = move()
     except promote.FollowUpFailed as failed:
-        try:
-            with tracking.tracking_server(uri, failed.step):
-                raise failed.cause
-        except MlopsError as cause:
-            failed.message = f"{failed.message}: {cause.message}"
-        except Exception as cause:  # described as it is
-            failed.message = f"{failed.message}: {type(cause).__name__}: {cause}"
+        cause = failed.cause
+        described = (
+            cause
+            if isinstance(cause, MlopsError)
+            else tracking.service_error(cause, uri, failed.step)
+        )
+        detail = described.message if described else f"{type(cause).__name__}: {cause}"
+        failed.message = f"{failed.message}: {detail}"
         _report_move(failed.result, reason, failed=failed.step)
         raise
     _report_move(result, reason)
