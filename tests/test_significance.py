@@ -99,6 +99,92 @@ def test_intervals_are_seeded_and_reproducible() -> None:
     assert interval(5) != interval(6)
 
 
+def block_weights(rows: int, resamples: int, seed: int) -> np.ndarray:
+    """The Poisson weights compare() draws, resamples x rows, as the blocks lay them out."""
+    blocks = significance._blocks(rows, resamples, seed)
+    return np.vstack(
+        [b.weights(rows, np.empty((len(b.resamples), rows), np.uint8)) for b in blocks]
+    )
+
+
+def test_poisson_weights_are_the_inverse_cdf_tables_with_mean_and_variance_one() -> None:
+    from scipy.stats import poisson
+
+    # The 16-bit table of Poisson(1)'s inverse CDF at the midpoints, as comparisons.
+    table = np.searchsorted(poisson.cdf(np.arange(20), 1), (np.arange(65536) + 0.5) / 65536)
+    uniform = np.arange(65536, dtype=np.uint16)
+    reached = (uniform[:, None] >= significance.POISSON_STEPS[None, :]).sum(axis=1)
+    assert np.array_equal(reached, table)
+    counts = np.bincount(table) / 65536
+    values = np.arange(len(counts))
+    mean = (values * counts).sum()
+    assert mean == pytest.approx(1.0, abs=1e-12)
+    assert ((values - mean) ** 2 * counts).sum() == pytest.approx(1.0, abs=1e-4)
+
+    weights = block_weights(20_000, 300, seed=3)  # 6 million draws
+    assert weights.mean() == pytest.approx(1.0, abs=0.002)
+    assert weights.var() == pytest.approx(1.0, abs=0.004)
+    for k in range(5):
+        assert (weights == k).mean() == pytest.approx(poisson.pmf(k, 1), abs=0.001)
+
+
+def test_resampled_sums_and_roc_auc_are_those_of_the_drawn_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Small blocks and tiles, so that 40 resamples of 500 rows take 2 blocks of 3 tiles each.
+    monkeypatch.setattr(significance, "CHUNK_CELLS", 10_000)
+    monkeypatch.setattr(significance, "TILE_CELLS", 4096)
+    assert len(significance._blocks(500, 40, 0)) == 2
+    rng = np.random.default_rng(4)
+    rows, resamples = 500, 40
+    weights = block_weights(rows, resamples, seed=9).astype(float)
+    columns = rng.normal(size=(rows, 3))
+    sums = significance._poisson_sums(columns, resamples, seed=9)
+    assert np.allclose(sums[0], columns.sum(axis=0))
+    assert np.abs(sums[1:] - weights @ columns).max() < 1e-4  # float32 sums of about 30
+
+    truth = rng.integers(0, 3, rows)
+    old_p, new_p = (probabilities_for(rng, truth, 3, s) for s in (0.5, 1.5))
+    old_p[100:200] = old_p[:100]  # ties, counted half
+    labels = np.arange(3)
+    for average in ("macro", "weighted"):
+        old, new = significance._auc_values(
+            old_p, new_p, truth, labels, None, average, resamples, seed=9
+        )
+        for resample in (0, 1, 17, resamples):
+            w = None if resample == 0 else weights[resample - 1]
+            for found, p in ((old, old_p), (new, new_p)):
+                expected = sk.roc_auc_score(
+                    truth, p, multi_class="ovr", average=average, sample_weight=w
+                )
+                assert found[resample] == pytest.approx(expected, abs=1e-12)
+    binary = truth == 2
+    old, _ = significance._auc_values(
+        old_p[:, :2], old_p[:, :2], binary.astype(int), np.arange(2), None, "weighted", 40, 9
+    )
+    for resample in (0, 5):
+        w = None if resample == 0 else weights[resample - 1]
+        expected = sk.roc_auc_score(binary, old_p[:, 1], sample_weight=w)
+        assert old[resample] == pytest.approx(expected, abs=1e-12)
+
+
+def test_intervals_do_not_depend_on_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 2, 3000)
+    old_p, new_p = (probabilities_for(rng, truth, 2, s) for s in (0.5, 0.7))
+    models = [
+        {"probabilities": p, "predictions": p.argmax(axis=1).astype(float)} for p in (old_p, new_p)
+    ]
+    metrics = ["log_loss", "roc_auc", "root_mean_squared_error", "r2_score"]
+
+    def intervals(cores: int) -> list[tuple[float, float]]:
+        monkeypatch.setattr(significance, "_cores", lambda: cores)
+        found = significance.compare(truth, *models, metrics, resamples=700, seed=2)
+        return [(c.low, c.high) for c in found]
+
+    assert intervals(1) == intervals(2) == intervals(3)
+
+
 def test_mcnemar_exact_p_value() -> None:
     truth = np.ones(20, dtype=int)
     champion = np.r_[np.zeros(10, dtype=int), np.ones(10, dtype=int)]  # wrong on 10 rows
