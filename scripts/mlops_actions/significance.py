@@ -477,7 +477,7 @@ def _weighted_auc(ranking: _Ranking, weights: np.ndarray, scratch: _Scratch) -> 
     wins = pairs_below(ranking.below)
     if ranking.tied:
         wins = (wins + pairs_below(ranking.not_above)) / 2
-    pairs = positives.sum(axis=1, dtype=np.int64) * cumulative[:, -1].astype(np.int64)
+    pairs = positives.sum(axis=1, dtype=wide).astype(np.int64) * cumulative[:, -1]
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.asarray(np.where(pairs > 0, wins / pairs, np.nan))
 
