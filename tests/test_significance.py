@@ -5,6 +5,9 @@ promotes an equally good candidate about as rarely as promised."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -83,6 +86,121 @@ def test_probability_and_regression_point_estimates_equal_scikit_learns() -> Non
         assert comparison.candidate == pytest.approx(reference[comparison.metric](y, new))
         assert comparison.low < comparison.difference < comparison.high
         assert comparison.method == "paired bootstrap (Poisson)"
+
+
+# ----------------------------------------------------------------------------- MLflow's evaluator
+
+
+@pytest.fixture(scope="module")
+def evaluation_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A local SQLite tracking store for mlflow.models.evaluate's runs; the previous tracking
+    URI is put back afterwards."""
+    import mlflow
+
+    directory = tmp_path_factory.mktemp("evaluator")
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{directory / 'mlflow.db'}")
+    yield directory
+    mlflow.set_tracking_uri(previous)
+
+
+def mlflow_metrics(
+    model: Any, frame: Any, model_type: str, config: dict[str, Any], directory: Path
+) -> dict[str, float]:
+    """What MLflow's default evaluator logs for the model on the frame (target: `label`)."""
+    import mlflow
+    import mlflow.sklearn
+
+    path = directory / f"model-{len(list(directory.iterdir()))}"
+    mlflow.sklearn.save_model(
+        model,
+        str(path),
+        pip_requirements=["scikit-learn"],
+        skops_trusted_types=["sklearn.tree._tree.Tree"],  # our own trees
+    )
+    with mlflow.start_run():
+        result = mlflow.models.evaluate(
+            str(path),
+            frame,
+            targets="label",
+            model_type=model_type,
+            evaluator_config={"log_model_explainability": False, **config},
+        )
+    return dict(result.metrics)
+
+
+def outputs(model: Any, features: Any) -> dict[str, Any]:
+    """A model's outputs as the gate passes them to compare()."""
+    found = {"predictions": model.predict(features)}
+    if hasattr(model, "predict_proba"):
+        found |= {"probabilities": model.predict_proba(features), "classes": model.classes_}
+    return found
+
+
+def synthetic(rows: int, labels: list[Any] | None) -> Any:
+    """Features a, b, c and a label: a class of `labels` (by a noisy score) or a number."""
+    import pandas as pd
+
+    rng = np.random.default_rng(21)
+    frame = pd.DataFrame(rng.normal(size=(rows, 3)), columns=["a", "b", "c"])
+    score = frame.to_numpy() @ np.array([1.0, -0.8, 0.4]) + rng.normal(0, 0.8, rows)
+    if labels is None:
+        frame["label"] = 5.0 + 2.0 * score  # no zeros, for the percentage error
+    else:
+        cuts = np.quantile(score, np.linspace(0, 1, len(labels) + 1)[1:-1])
+        frame["label"] = np.asarray(labels)[np.searchsorted(cuts, score)]
+    return frame
+
+
+EVALUATED = {
+    # A tree (tied probabilities, and zero ones for some true classes: ROC AUC's ties counted
+    # half, log loss's clipping) against a logistic regression; labels not 0/1, so MLflow
+    # scores the larger, 2.
+    "binary": ([1, 2], "classifier", {}),
+    "three classes, weighted": (["ant", "bee", "cat"], "classifier", {}),
+    "three classes, macro": (["ant", "bee", "cat"], "classifier", {"average": "macro"}),
+    "regressor": (None, "regressor", {}),
+}
+
+
+@pytest.mark.parametrize("case", list(EVALUATED))
+def test_point_estimates_equal_mlflows_evaluator(case: str, evaluation_store: Path) -> None:
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    labels, model_type, config = EVALUATED[case]
+    frame = synthetic(300, labels)
+    features, truth = frame[["a", "b", "c"]], frame["label"].to_numpy()
+    if labels is None:
+        models = [DecisionTreeRegressor(max_depth=3), LinearRegression()]
+    else:
+        models = [DecisionTreeClassifier(max_depth=3, random_state=0), LogisticRegression()]
+    # Trained on half the rows: on the rest the tree gives some true classes probability 0.
+    champion, candidate = (model.fit(features[:150], truth[:150]) for model in models)
+    logged = [
+        mlflow_metrics(model, frame, model_type, config, evaluation_store)
+        for model in (champion, candidate)
+    ]
+    metrics = [metric for metric in significance.RESAMPLABLE if metric in logged[0]]
+    expected = (
+        list(significance.REGRESSION_METRICS)
+        if labels is None
+        else [*significance.COUNT_METRICS, *significance.PROBABILITY_METRICS]
+    )
+    assert sorted(metrics) == sorted(expected)
+    found = significance.compare(
+        truth,
+        outputs(champion, features),
+        outputs(candidate, features),
+        metrics,
+        resamples=50,
+        average=config.get("average", "weighted"),
+    )
+    for comparison in found:
+        old, new = (metrics_[comparison.metric] for metrics_ in logged)
+        assert comparison.champion == pytest.approx(old, rel=1e-9, abs=1e-9), comparison.metric
+        assert comparison.candidate == pytest.approx(new, rel=1e-9, abs=1e-9), comparison.metric
+    assert found[0].champion != found[0].candidate  # two different models
 
 
 def test_intervals_are_seeded_and_reproducible() -> None:
