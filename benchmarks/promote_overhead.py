@@ -17,55 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from mlflow_server import ROOT, start_server, stop_server
+
 sys.path.insert(0, str(ROOT / "scripts"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    process = subprocess.Popen(
-        [
-            str(mlflow),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{workdir / 'store.db'}",
-            "--artifacts-destination",
-            str(workdir / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return process, url
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise SystemExit("mlflow server did not start")
 
 
 def main() -> int:
@@ -112,8 +72,7 @@ def main() -> int:
             our_times.append(time.perf_counter() - start)
         moves = promote.history_of(client, "ours", "champion")
     finally:
-        process.terminate()
-        process.wait()
+        stop_server(process)
         shutil.rmtree(workdir, ignore_errors=True)
 
     bare, ours = statistics.median(bare_times), statistics.median(our_times)

@@ -70,9 +70,21 @@ def _not_found(error: Exception) -> bool:
 
 
 def alias_holder(client: MlflowClient, name: str, alias: str) -> VersionRef | None:
-    """The version that holds `alias`, or None when the model or the alias does not exist."""
+    """The version that holds `alias`, or None when the model or the alias does not exist.
+
+    Asked by alias first, one indexed lookup. The registered model would name the holder too,
+    but MLflow's SQL stores build that answer from every version of the model (3.17: 0.3 s at
+    10,000 versions on SQLite, see docs/benchmarks.md). When the lookup fails, the model is read
+    as before, to tell a free alias from a missing model from a refusal. MLflow answers the
+    reserved `latest` with the newest version, alias or not: that name skips the lookup.
+    """
     from mlflow.exceptions import MlflowException
 
+    if alias.lower() != "latest":
+        try:
+            return version_ref(client.get_model_version_by_alias(name, alias))
+        except MlflowException:
+            pass
     try:
         model = client.get_registered_model(name)
     except MlflowException as error:
