@@ -40,7 +40,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import EXIT_CONFLICT, EXIT_FOLLOW_UP, ConfigError, MlopsError
-from .registry import RUN_ID, Candidate, VersionRef, alias_holder, filter_literal, version_ref
+from .registry import (
+    RUN_ID,
+    Candidate,
+    VersionRef,
+    alias_holder,
+    filter_literal,
+    registered_model,
+    version_ref,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -760,7 +768,7 @@ def _read_alias(
     from mlflow.exceptions import MlflowException
 
     try:
-        model = client.get_registered_model(model_name)
+        model = registered_model(client, model_name)
     except MlflowException as error:
         if _error_code(error) == "RESOURCE_DOES_NOT_EXIST":
             return None, {}
@@ -993,7 +1001,7 @@ def _follow_up(
 
 def history_of(client: MlflowClient, model_name: str, alias: str) -> list[Move]:
     """The settled history of one alias, oldest first (without changing anything)."""
-    model = client.get_registered_model(model_name)
+    model = registered_model(client, model_name)
     return history_from(dict(model.tags or {}), dict(model.aliases or {}), alias)
 
 

@@ -86,7 +86,7 @@ def alias_holder(client: MlflowClient, name: str, alias: str) -> VersionRef | No
         except MlflowException:
             pass
     try:
-        model = client.get_registered_model(name)
+        model = registered_model(client, name)
     except MlflowException as error:
         if _not_found(error):
             return None
@@ -95,6 +95,21 @@ def alias_holder(client: MlflowClient, name: str, alias: str) -> VersionRef | No
     if version is None:
         return None
     return version_ref(client.get_model_version(name, str(version)))
+
+
+def registered_model(client: MlflowClient, name: str) -> Any:
+    """The registered model with its tags and aliases; MLflow's not-found error if none.
+
+    A search by exact name, not GetRegisteredModel: MLflow's SQL stores (3.17) build that
+    answer from every version of the model, 0.27 s at 10,000 versions on SQLite against 0.06 s
+    for the search (docs/benchmarks.md). A name no filter literal can hold is read directly.
+    """
+    literal = filter_literal(name)
+    if literal is not None:
+        for model in client.search_registered_models(f"name = {literal}", max_results=10):
+            if model.name == name:
+                return model
+    return client.get_registered_model(name)  # absent: raises RESOURCE_DOES_NOT_EXIST
 
 
 def filter_literal(value: str) -> str | None:
