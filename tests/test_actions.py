@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,19 @@ def test_dvc_pull_action_keeps_s3_credentials_out_of_every_log(
     assert "'s3store'" in result.log
 
 
+IMPORT_EVERY_MODULE = """
+import importlib, pkgutil, mlops_actions
+for module in pkgutil.walk_packages(mlops_actions.__path__, "mlops_actions."):
+    # __main__ runs the CLI; serving runs in the serving image, with its own requirements.
+    if not module.name.endswith("__main__") and ".serving" not in module.name:
+        importlib.import_module(module.name)
+        print(module.name)
+import mlops_actions.significance as s, numpy as np
+s.compare([0, 1, 1], {"predictions": [0, 1, 0]}, {"predictions": [0, 1, 1]}, ["accuracy_score"])
+s.compare([1.0, 2, 3], {"predictions": [1, 2, 2]}, {"predictions": [1, 2, 3.0]}, ["r2_score"])
+"""
+
+
 @pytest.mark.timeout(900)
 def test_setup_action_installs_once_and_reuses_the_environment(tmp_path: Path) -> None:
     """The root action on a machine without the suite: a real install, then a cache hit."""
@@ -128,6 +142,18 @@ def test_setup_action_installs_once_and_reuses_the_environment(tmp_path: Path) -
     assert first.outputs["version"] == __version__
     assert first.path_added == [str(home / "bin")]
     assert not (home / "bin" / "python").exists()  # the user's python is not shadowed
+    # Every module imports with the runtime lock alone (the tests' venv has more, e.g. numpy
+    # came with the full mlflow there, not with mlflow-skinny here).
+    (venv,) = home.glob("venv-*")
+    imported = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", IMPORT_EVERY_MODULE],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert "mlops_actions.significance" in imported.stdout
 
     # A later job whose cache restored the venv: nothing is installed again.
     second = run_action(ROOT, {}, workspace=workspace, env=env)

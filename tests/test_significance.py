@@ -311,6 +311,17 @@ def test_mcnemar_exact_p_value() -> None:
     assert significance.mcnemar_exact(truth, candidate, candidate) == 1.0
 
 
+@pytest.mark.parametrize(
+    ("successes", "trials"), [(0, 1), (3, 7), (4, 8), (17, 50), (480, 1000), (49_000, 100_000)]
+)
+def test_the_binomial_test_equals_scipys(successes: int, trials: int) -> None:
+    # The suite's own environment has no scipy: the test is written out in numpy.
+    from scipy.stats import binomtest
+
+    expected = binomtest(successes, trials, 0.5).pvalue
+    assert significance.binomial_two_sided(successes, trials) == pytest.approx(expected, rel=1e-9)
+
+
 def test_a_metric_it_cannot_resample_is_named_with_the_ones_it_can() -> None:
     with pytest.raises(ConfigError) as raised:
         significance.compare([1], {"predictions": [1]}, {"predictions": [1]}, ["max_error"])

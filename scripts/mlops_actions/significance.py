@@ -1,6 +1,6 @@
 """Is the candidate really better? Paired bootstrap intervals and McNemar's exact test.
 
-Pure numpy (and scipy for the binomial test): per-row predictions of both models on the same
+Pure numpy: per-row predictions of both models on the same
 rows in, one `Comparison` per metric out. The metrics carry the names MLflow's evaluator logs
 (`accuracy_score`, `f1_score`, `root_mean_squared_error`, ...) and compute what it computes
 (scikit-learn's definitions: for two classes the positive one, by default the larger label as in
@@ -203,14 +203,25 @@ def _positive_index(labels: np.ndarray, positive_label: Any) -> int:
 def mcnemar_exact(truth: np.ndarray, champion: np.ndarray, candidate: np.ndarray) -> float:
     """Two-sided exact McNemar p-value: of the rows where exactly one model is right, is the
     split between them 50/50? (A binomial test on the discordant rows.)"""
-    from scipy.stats import binomtest  # type: ignore[import-untyped]
-
     old_right, new_right = champion == truth, candidate == truth
     only_new = int(np.sum(new_right & ~old_right))
     only_old = int(np.sum(old_right & ~new_right))
-    if only_new + only_old == 0:
+    return binomial_two_sided(only_new, only_new + only_old)
+
+
+def binomial_two_sided(successes: int, trials: int) -> float:
+    """The exact two-sided p-value of `successes` in `trials` under p = 1/2 (scipy's
+    binomtest for this symmetric case): twice the smaller tail, at most 1. In logs, so that
+    a million discordant rows neither overflow nor underflow term by term."""
+    fewer = min(successes, trials - successes)
+    if 2 * fewer == trials:
         return 1.0
-    return float(binomtest(only_new, only_new + only_old, 0.5).pvalue)
+    steps = np.arange(1, fewer + 1, dtype=float)
+    log_choose = np.concatenate([[0.0], np.cumsum(np.log((trials - steps + 1) / steps))])
+    log_terms = log_choose - trials * math.log(2.0)
+    top = float(log_terms.max())
+    tail = math.exp(top) * float(np.exp(log_terms - top).sum())
+    return min(1.0, 2.0 * tail)
 
 
 # ----------------------------------------------------------------------------- Poisson weights
