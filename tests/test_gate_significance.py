@@ -83,20 +83,30 @@ def log_model(model: Any, data: Path, tracking_uri: str, experiment: str) -> tup
     return run.info.run_id, str(info.model_uri)
 
 
-def gate(cwd: Path, tracking_uri: str, model: str, candidate: str, rules: list[Any], *extra: str):
+BOXES = {"data": "boxes.csv", "targets": "label", "model_type": "classifier"}
+
+
+def gate(
+    cwd: Path,
+    tracking_uri: str,
+    model: str,
+    candidate: str,
+    rules: list[Any],
+    *extra: str,
+    evaluation: dict[str, str] = BOXES,
+    **settings: Any,
+) -> CliResult:
+    """`mlops-actions evaluate` in compare: evaluate mode, reporting to files only."""
     env = clean_env(cwd, MLFLOW_TRACKING_URI=tracking_uri)
     config = {
         "version": 1,
         "model": {"name": model},
         "gate": {
             "compare": "evaluate",
-            "evaluation": {
-                "data": "boxes.csv",
-                "targets": "label",
-                "model_type": "classifier",
-            },
+            "evaluation": evaluation,
             "rules": rules,
             "report": {"pr_comment": False, "check_run": False},
+            **settings,
         },
     }
     (cwd / "mlops.yaml").write_text(json.dumps(config))
@@ -286,26 +296,16 @@ def test_a_regressor_on_its_own_columns_gets_intervals_equal_to_mlflows_estimate
         {"metric": "r2_score", "direction": "higher", "max_regression": 0.0},
         {"metric": "mean_absolute_percentage_error", "direction": "lower", "threshold": 1.0},
     ]
-    config = {
-        "version": 1,
-        "model": {"name": model},
-        "gate": {
-            "compare": "evaluate",
-            "confidence": 0.9,
-            "resamples": 3000,
-            "evaluation": {
-                "data": "data/housing.csv",
-                "targets": "price",
-                "model_type": "regressor",
-            },
-            "rules": rules,
-            "report": {"pr_comment": False, "check_run": False},
-        },
-    }
-    (housing / "mlops.yaml").write_text(json.dumps(config))
-    env = clean_env(housing, MLFLOW_TRACKING_URI=mlflow_server)
-    result = run_cli(
-        ["evaluate", "--candidate", uris[1], "--decision-file", "decision.json"], housing, env
+    evaluation = {"data": "data/housing.csv", "targets": "price", "model_type": "regressor"}
+    result = gate(
+        housing,
+        mlflow_server,
+        model,
+        uris[1],
+        rules,
+        evaluation=evaluation,
+        confidence=0.9,
+        resamples=3000,
     )
     assert result.returncode in (0, 1), result.output
     decision = decision_of(housing)
