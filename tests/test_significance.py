@@ -452,3 +452,40 @@ def test_a_rule_with_confidence_and_no_interval_fails_closed() -> None:
     decision = gate.decide([rule], {"f1_score": 0.9}, {"f1_score": 0.8})
     assert not decision.passed
     assert decision.reasons == ("f1_score: no paired interval of f1_score could be computed",)
+    # With the reason it could not, as the gate passes it on.
+    decision = gate.decide(
+        [rule],
+        {"f1_score": 0.9},
+        {"f1_score": 0.8},
+        unavailable={"f1_score": "f1_score needs both models' predictions"},
+    )
+    assert decision.reasons == (
+        "f1_score: no paired interval of f1_score could be computed: f1_score needs both "
+        "models' predictions",
+    )
+
+
+def test_paired_intervals_leave_out_what_the_outputs_cannot_give() -> None:
+    from mlops_actions import evaluation, gate
+
+    rng = np.random.default_rng(5)
+    truth, old, new = classifier_pair(rng, 200, 2, (0.7, 0.8))
+    metrics = evaluation.Metrics(
+        candidate={},
+        champion={},
+        predictions=evaluation.Predictions(
+            truth,
+            {"predictions": new},
+            {"predictions": old},  # no probabilities
+        ),
+    )
+    rules = [
+        gate.Rule("accuracy_score", "higher", min_improvement=0.0, confidence=0.9),
+        gate.Rule("log_loss", "lower", max_regression=0.0, confidence=0.9),
+        gate.Rule("f1_score", "higher", threshold=0.5),  # no confidence: no interval
+    ]
+    found = evaluation.paired_intervals(rules, metrics, resamples=300, seed=1, average="macro")
+    assert list(found.found) == ["accuracy_score"]
+    assert found.found["accuracy_score"].confidence == 0.9
+    assert list(found.unavailable) == ["log_loss"]
+    assert "probabilities" in found.unavailable["log_loss"]

@@ -176,23 +176,33 @@ def _read_predictions(directory: Path, result: Mapping[str, Any]) -> Predictions
     return Predictions(load("truth.npy"), models["candidate"], models["champion"])
 
 
+@dataclass(frozen=True)
+class Intervals:
+    """The paired bootstraps by metric, and why a metric has none (it fails closed)."""
+
+    found: dict[str, Comparison]
+    unavailable: dict[str, str]
+
+
 def paired_intervals(
     rules: Sequence[Rule], metrics: Metrics, *, resamples: int, seed: int, average: str
-) -> dict[str, Comparison]:
-    """The paired bootstrap of every rule with a confidence, by metric; {} without a champion
-    (nothing to pair with) or without the rows (logged mode)."""
+) -> Intervals:
+    """The paired bootstrap of every rule with a confidence; none without a champion (nothing
+    to pair with). A metric the models' outputs cannot give (no probabilities, say) is left
+    out with the reason, and its rule fails closed."""
     from .significance import compare
 
     predictions = metrics.predictions
+    result = Intervals({}, {})
     if predictions is None or metrics.champion is None:
-        return {}
+        return result
     by_confidence: dict[float, list[str]] = {}
     for rule in rules:
         if rule.confidence is not None:
             by_confidence.setdefault(rule.confidence, []).append(rule.metric)
-    found: dict[str, Comparison] = {}
-    for confidence, names in by_confidence.items():
-        for comparison in compare(
+
+    def bootstrap(names: list[str], confidence: float) -> list[Comparison]:
+        return compare(
             predictions.truth,
             predictions.champion,
             predictions.candidate,
@@ -201,9 +211,20 @@ def paired_intervals(
             resamples=resamples,
             seed=seed,
             average=average,
-        ):
-            found[comparison.metric] = comparison
-    return found
+        )
+
+    for confidence, names in by_confidence.items():
+        try:  # together: the metrics of one family share their resamples' sums
+            found = bootstrap(names, confidence)
+        except ConfigError:  # then one by one, to tell which cannot be computed and why
+            found = []
+            for name in names:
+                try:
+                    found += bootstrap([name], confidence)
+                except ConfigError as error:
+                    result.unavailable[name] = error.message
+        result.found.update((comparison.metric, comparison) for comparison in found)
+    return result
 
 
 # ----------------------------------------------------------------------------- assessment

@@ -240,6 +240,7 @@ def check_rule(
     *,
     has_champion: bool,
     interval: Comparison | None = None,
+    unavailable: str = "",
 ) -> RuleResult:
     sign = 1.0 if rule.direction == "higher" else -1.0
     delta = improvement = improvement_pct = None
@@ -276,7 +277,7 @@ def check_rule(
             )
         elif needs_champion and rule.confidence is not None:
             assert champion is not None
-            checks.append(_check_interval(rule, name, limit, champion, interval))
+            checks.append(_check_interval(rule, name, limit, champion, interval, unavailable))
         else:
             checks.append(_check_bound(rule, name, limit, candidate, improvement, improvement_pct))
     return RuleResult(
@@ -326,15 +327,21 @@ def _check_bound(
 
 
 def _check_interval(
-    rule: Rule, name: str, limit: float, champion: float, interval: Comparison | None
+    rule: Rule,
+    name: str,
+    limit: float,
+    champion: float,
+    interval: Comparison | None,
+    unavailable: str = "",
 ) -> Check:
     """A champion bound at the edge of the paired interval that is least favourable to it."""
     from .significance import rows_needed
 
     unit = BOUNDS[name][1]
     if interval is None or not (_finite(interval.low) and _finite(interval.high)):
+        why = f": {unavailable}" if unavailable else ""
         return Check(
-            name, limit, None, False, f"no paired interval of {rule.metric} could be computed"
+            name, limit, None, False, f"no paired interval of {rule.metric} could be computed{why}"
         )
     sign = 1.0 if rule.direction == "higher" else -1.0
     scale = 100.0 / abs(champion) if unit == "%" else 1.0
@@ -377,6 +384,7 @@ def decide(
     first_model_policy: FirstModelPolicy = "pass",
     advisory: bool = False,
     intervals: Mapping[str, Comparison] | None = None,
+    unavailable: Mapping[str, str] | None = None,
 ) -> Decision:
     """The verdict: every rule passes, and a first model passes only if the policy allows it.
 
@@ -393,6 +401,7 @@ def decide(
             champion.get(rule.metric),
             has_champion=has_champion,
             interval=(intervals or {}).get(rule.metric),
+            unavailable=(unavailable or {}).get(rule.metric, ""),
         )
         for rule in rules
     )

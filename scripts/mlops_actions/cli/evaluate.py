@@ -157,7 +157,8 @@ def run_gate(config: Config, candidate: str, args: argparse.Namespace) -> int:
         assessed.metrics.champion,
         first_model_policy=config.get("gate.first_model"),
         advisory=bool(config.get("gate.advisory")),
-        intervals=intervals,
+        intervals=intervals.found,
+        unavailable=intervals.unavailable,
     )
     _observe(monitor.gate_samples(decision, time.time()))
     run_context = context.detect(os.environ, cwd)
@@ -214,7 +215,7 @@ def run_gate(config: Config, candidate: str, args: argparse.Namespace) -> int:
     return failure
 
 
-def _bootstrap(config: Config, rules: list[Any], metrics: Any) -> dict[str, Any]:
+def _bootstrap(config: Config, rules: list[Any], metrics: Any) -> Any:
     """The paired intervals of the rules with a confidence, timed in the log."""
     from .. import evaluation
 
@@ -226,10 +227,10 @@ def _bootstrap(config: Config, rules: list[Any], metrics: Any) -> dict[str, Any]
         seed=int(config.get("gate.seed")),
         average=str(config.get("gate.evaluation.average")),
     )
-    if intervals:
-        rows = next(iter(intervals.values())).rows
+    if intervals.found:
+        rows = next(iter(intervals.found.values())).rows
         print(
-            f"paired bootstrap of {', '.join(intervals)}: {rows} rows, "
+            f"paired bootstrap of {', '.join(intervals.found)}: {rows} rows, "
             f"{config.get('gate.resamples')} resamples, seed {config.get('gate.seed')}, "
             f"{time.monotonic() - started:.2f} s"
         )
