@@ -123,7 +123,7 @@ def decision_of(cwd: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> dict[str, str]:
+def boxes(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> dict[str, str]:
     """A champion under @champion and three candidates: the same model (a tie), a slightly
     better one (noise) and a much better one."""
     work = tmp_path_factory.mktemp("significance")
@@ -151,22 +151,22 @@ SUPERIORITY = {"metric": "accuracy_score", "direction": "higher", "min_improveme
 
 
 def test_a_small_noisy_improvement_is_rejected_with_its_interval(
-    registry: dict[str, str], mlflow_server: str
+    boxes: dict[str, str], mlflow_server: str
 ) -> None:
-    cwd = Path(registry["dir"])
-    plain = gate(cwd, mlflow_server, registry["model"], registry["best"], [SUPERIORITY])
+    cwd = Path(boxes["dir"])
+    plain = gate(cwd, mlflow_server, boxes["model"], boxes["best"], [SUPERIORITY])
     assert plain.returncode == 0, plain.output  # without a confidence, noise passes
 
     rules = [
         {**SUPERIORITY, "confidence": 0.95},
         {"metric": "f1_score", "direction": "higher", "max_regression": 0.05},
     ]
-    rejected = gate(cwd, mlflow_server, registry["model"], registry["best"], rules, "--seed", "3")
+    rejected = gate(cwd, mlflow_server, boxes["model"], boxes["best"], rules, "--seed", "3")
     assert rejected.returncode == 1, rejected.output
     decision = decision_of(cwd)
     rule = decision["rules"][0]
     found = rule["significance"]
-    assert found["difference"] == pytest.approx(float(registry["gap"]))
+    assert found["difference"] == pytest.approx(float(boxes["gap"]))
     assert found["low"] < 0 < found["difference"] <= found["high"]
     assert (found["rows"], found["resamples"], found["seed"]) == (ROWS, 2000, 3)
     assert found["confidence"] == 0.95
@@ -192,22 +192,22 @@ def test_a_small_noisy_improvement_is_rejected_with_its_interval(
         rejected.stdout
     )
 
-    again = gate(cwd, mlflow_server, registry["model"], registry["best"], rules, "--seed", "3")
+    again = gate(cwd, mlflow_server, boxes["model"], boxes["best"], rules, "--seed", "3")
     assert again.returncode == 1
     assert decision_of(cwd)["rules"][0]["significance"] == found  # seeded: reproducible
 
 
 def test_a_clear_improvement_passes_at_95_percent(
-    registry: dict[str, str], mlflow_server: str
+    boxes: dict[str, str], mlflow_server: str
 ) -> None:
-    cwd = Path(registry["dir"])
+    cwd = Path(boxes["dir"])
     rules = [
         {**SUPERIORITY, "min_improvement": 0.05},
         {"metric": "log_loss", "direction": "lower", "max_regression": 0.0},
         {"metric": "roc_auc", "direction": "higher", "threshold": 0.8},
     ]
     passed = gate(
-        cwd, mlflow_server, registry["weak_model"], registry["best"], rules, "--confidence", "0.95"
+        cwd, mlflow_server, boxes["weak_model"], boxes["best"], rules, "--confidence", "0.95"
     )
     assert passed.returncode == 0, passed.output
     decision = decision_of(cwd)
