@@ -7,8 +7,11 @@
 #                      already there (restored by actions/cache), then put `mlops-actions`
 #                      on PATH
 #
-# Environment: MLOPS_ACTIONS_PYTHON (interpreter, default python3), MLOPS_ACTIONS_HOME (where
-# venvs live, default $RUNNER_TOOL_CACHE/mlops-actions or ~/.cache/mlops-actions).
+# Environment: MLOPS_ACTIONS_PYTHON (interpreter, default python3), MLOPS_ACTIONS_EXTRAS
+# (optional extras, comma or space separated: ray; each set of extras has its own hash-locked
+# lock file, requirements-<extras>.lock, the runtime lock plus the extras, and its own venv),
+# MLOPS_ACTIONS_HOME (where venvs live, default $RUNNER_TOOL_CACHE/mlops-actions or
+# ~/.cache/mlops-actions).
 # The suite's own code is not copied into the venv: a .pth file points at this checkout, so
 # the cached venv depends only on the lock file, the OS and the Python version.
 set -euo pipefail
@@ -35,12 +38,32 @@ pyver="$("${python}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 "${python}" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
   || die "Python ${pyver} is too old: mlops-actions needs Python 3.10 or newer (set the 'python' input)"
 
-lock="${root}/requirements.lock"
+# The optional extras (pyproject.toml's optional-dependencies the runtime may need), each with
+# the Python module that shows it is installed.
+declare -A KNOWN_EXTRAS=([ray]=ray.job_submission)
+extras=()
+IFS=$', \t\n' read -r -d '' -a words <<<"${MLOPS_ACTIONS_EXTRAS:-}" || true
+for extra in "${words[@]}"; do
+  [[ -n "${KNOWN_EXTRAS[${extra}]+set}" ]] \
+    || die "unknown extra '${extra}' in the 'extras' input: the known extras are $(printf '%s\n' "${!KNOWN_EXTRAS[@]}" | sort | paste -sd, - | sed 's/,/, /g')"
+  [[ " ${extras[*]} " == *" ${extra} "* ]] || extras+=("${extra}")
+done
+# One lock file per set of extras, named by the extras in sorted order (only ray for now).
+extras_tag="$(printf '%s\n' "${extras[@]}" | sort | paste -sd- -)"
+
+if [[ -n "${extras_tag}" ]]; then
+  lock="${root}/requirements-${extras_tag}.lock"
+  [[ -f "${lock}" ]] || die "no lock file for the extras '${extras_tag}' (${lock}): name them one at a time in the 'extras' input"
+  flavour="-${extras_tag}"
+else
+  lock="${root}/requirements.lock"
+  flavour=""
+fi
 lock_hash="$(sha256sum "${lock}" | cut -c1-16)"
 os="$(uname -s | tr '[:upper:]' '[:lower:]')"
 arch="$(uname -m)"
 home="${MLOPS_ACTIONS_HOME:-${RUNNER_TOOL_CACHE:-${HOME}/.cache}/mlops-actions}"
-venv="${home}/venv-${os}-${arch}-py${pyver}-${lock_hash}"
+venv="${home}/venv-${os}-${arch}-py${pyver}${flavour}-${lock_hash}"
 bin="${home}/bin"
 marker="${venv}/.mlops-actions-complete"
 
@@ -50,8 +73,19 @@ output() {
   printf '%s: %s\n' "$1" "$2"
 }
 
+# The suite runs from PATH already (an earlier step set it up) and has the extras asked for:
+# their modules import with the interpreter of the `mlops-actions` command's shebang.
 already_installed() {
-  command -v mlops-actions >/dev/null 2>&1 && mlops-actions --version >/dev/null 2>&1
+  local command interpreter extra
+  command="$(command -v mlops-actions 2>/dev/null)" || return 1
+  mlops-actions --version >/dev/null 2>&1 || return 1
+  ((${#extras[@]})) || return 0
+  IFS= read -r interpreter <"${command}" || return 1
+  interpreter="${interpreter#\#!}"
+  [[ "${interpreter}" == /* && -x "${interpreter}" ]] || return 1
+  for extra in "${extras[@]}"; do
+    "${interpreter}" -c "import ${KNOWN_EXTRAS[${extra}]}" >/dev/null 2>&1 || return 1
+  done
 }
 
 find_uv() {
@@ -102,7 +136,7 @@ case "${mode}" in
   plan)
     if already_installed; then output installed true; else output installed false; fi
     output venv-path "${venv}"
-    output cache-key "mlops-actions-${os}-${arch}-py${pyver}-${lock_hash}"
+    output cache-key "mlops-actions-${os}-${arch}-py${pyver}${flavour}-${lock_hash}"
     output python-version "${pyver}"
     ;;
   install)

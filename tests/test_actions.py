@@ -164,6 +164,81 @@ def test_setup_action_installs_once_and_reuses_the_environment(tmp_path: Path) -
     assert third.step("plan").outputs["installed"] == "true"
 
 
+@pytest.mark.timeout(900)
+def test_setup_action_installs_the_ray_extra_from_its_own_lock(tmp_path: Path) -> None:
+    """`extras: ray` installs requirements-ray.lock into a venv with a cache key of its own."""
+    home = tmp_path / "suite-home"
+    path = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "mlops-actions").exists()
+    )
+    env = clean_env(tmp_path, MLOPS_ACTIONS_HOME=str(home), PATH=path)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+
+    refused = run_action(ROOT, {"extras": "ray, gpu"}, workspace=workspace, env=env)
+    assert refused.outcome == "failure"
+    assert refused.step("plan").returncode == 2
+    assert (
+        "::error title=mlops-actions setup::unknown extra 'gpu' in the 'extras' input: "
+        "the known extras are ray" in refused.log
+    )
+    assert not home.exists()
+
+    plain = run_action(ROOT, {"cache": "false"}, workspace=workspace, env=env)
+    first = run_action(ROOT, {"extras": "ray"}, workspace=workspace, env=env)
+    assert first.outcome == "success", first.log
+    assert first.outputs["cache-hit"] == "false"
+    key = next(s for s in first.steps if s.uses.startswith("actions/cache@")).with_["key"]
+    assert key.startswith("mlops-actions-linux-")
+    assert "-ray-" in key
+    assert plain.step("plan").outputs["cache-key"] != key  # the extras change the key
+    venv = Path(first.step("plan").outputs["venv-path"])
+    assert venv.name.startswith("venv-")
+    assert "-ray-" in venv.name
+    # The suite itself and the Job Submission SDK import in the installed environment.
+    imported = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import ray, ray.job_submission, mlops_actions.cli; print(ray.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "2.60.0"
+
+    # The same extras, written another way, find the same environment.
+    second = run_action(ROOT, {"extras": " ray,ray "}, workspace=workspace, env=env)
+    assert second.outputs["cache-hit"] == "true", second.log
+    assert second.step("plan").outputs["cache-key"] == key
+    # A suite on PATH without the extra does not count as set up for `extras: ray`; with the
+    # extra it does.
+    (plain_venv,) = (v for v in home.glob("venv-*") if "-ray-" not in v.name)
+    launcher = tmp_path / "plain-bin" / "mlops-actions"
+    launcher.parent.mkdir()
+    launcher.write_text(
+        home.joinpath("bin", "mlops-actions").read_text().replace(str(venv), str(plain_venv))
+    )
+    launcher.chmod(0o755)
+    env["PATH"] = f"{launcher.parent}{os.pathsep}{path}"
+    assert (
+        run_action(ROOT, {}, workspace=workspace, env=env).step("plan").outputs["installed"]
+        == "true"
+    )
+    assert (
+        run_action(ROOT, {"extras": "ray"}, workspace=workspace, env=env)
+        .step("plan")
+        .outputs["installed"]
+        == "false"
+    )
+    env["PATH"] = f"{home / 'bin'}{os.pathsep}{path}"
+    third = run_action(ROOT, {"extras": "ray"}, workspace=workspace, env=env)
+    assert third.step("plan").outputs["installed"] == "true"
+
+
 def test_setup_rejects_a_python_that_is_too_old_or_missing(tmp_path: Path) -> None:
     env = clean_env(tmp_path, MLOPS_ACTIONS_HOME=str(tmp_path / "h"), PATH="/usr/bin:/bin")
     result = run_action(ROOT, {"python": "python-does-not-exist"}, workspace=tmp_path, env=env)
