@@ -36,6 +36,7 @@ ENVIRONMENT_ALIASES: dict[str, str] = {
     "mlflow.registry_uri": "MLFLOW_REGISTRY_URI",
     "mlflow.experiment": "MLFLOW_EXPERIMENT_NAME",
     "monitoring.pushgateway_url": "MLOPS_PUSHGATEWAY_URL",
+    "train.ray.address": "RAY_ADDRESS",
 }
 
 # Keys that replace each other: a layer that sets one hides the other from lower layers, so

@@ -35,6 +35,8 @@ from .proctree import ProcessTree
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from .ray_jobs import RaySettings
+
 # After forwarding SIGTERM, how long the child may take to exit before it is killed.
 # GitHub sends SIGKILL 7.5 s after its first signal on cancellation, so stay below that.
 TERMINATION_GRACE_SECONDS = 5.0
@@ -68,6 +70,8 @@ class TrainRequest:
     registry_uri: str = ""
     run_name: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    ray: RaySettings | None = None  # train.backend: ray
+    data_targets: tuple[str, ...] = ()  # what the cluster pulls with train.ray.pull_data
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ class TrainResult:
     model_uri: str
     model_uris: tuple[str, ...]
     metrics: dict[str, float]
+    ray_job_id: str = ""
 
     @property
     def succeeded(self) -> bool:
@@ -241,6 +246,71 @@ def _run_delegated(
             tree.end(TERMINATION_GRACE_SECONDS)  # what a local environment manager left running
 
 
+def _ray_client(request: TrainRequest) -> Any:
+    """The cluster's job client, before any run exists: a cluster that cannot be reached, or
+    a store it cannot reach, leaves nothing behind."""
+    from . import ray_jobs, ray_submit
+
+    assert request.ray is not None
+    if ray_jobs.local_store(request.tracking_uri):
+        raise ConfigError(
+            f"a Ray job cannot log to {tracking.redact(request.tracking_uri)}: that store is "
+            "on this machine only",
+            "set mlflow.tracking_uri (MLFLOW_TRACKING_URI) to a tracking server the cluster "
+            "reaches",
+        )
+    return ray_submit.connect(request.ray, request.base_environment)
+
+
+def _run_on_ray(
+    request: TrainRequest,
+    client: Any,
+    command: str,
+    cwd: Path,
+    experiment_id: str,
+    run_id: str,
+    tag_run: Callable[[Mapping[str, str]], None],
+    cancellation: Cancellation,
+) -> tuple[int, str]:
+    """Run the training as a job on a Ray cluster, logging into our run. Returns (exit
+    status, job id); the job's log streams into ours. Signals are recorded meanwhile: a
+    cancelled step stops the job, and leaving raises Cancelled (the run is closed KILLED)."""
+    from . import ray_jobs, ray_submit
+
+    settings = request.ray
+    assert settings is not None
+    env_vars = ray_jobs.job_environment(
+        settings,
+        tracking_uri=request.tracking_uri,
+        registry_uri=request.registry_uri,
+        experiment=request.experiment,
+        experiment_id=experiment_id,
+        run_id=run_id,
+        environ=request.base_environment,
+    )
+    arguments = ray_jobs.submission(
+        settings,
+        command=ray_jobs.entrypoint(command, settings, request.data_targets),
+        working_dir=str(cwd.resolve()),
+        env_vars=env_vars,
+        run_id=run_id,
+        metadata={"mlflow_experiment_id": experiment_id},
+    )
+    with cancellation.deferred():
+        job_id = ray_submit.submit(
+            client, arguments, settings.address, with_data=not settings.pull_data
+        )
+        dashboard = ray_jobs.dashboard_url(settings.address, job_id)
+        print(f"Ray job {job_id} submitted to {tracking.redact(settings.address)}: {dashboard}")
+        tag_run({"mlops.ray.job_id": job_id, "mlops.ray.dashboard_url": dashboard})
+        outcome = ray_submit.follow(client, job_id, settings, cancellation)
+        print(
+            f"Ray job {job_id}: {outcome.status}"
+            + (f" ({outcome.message})" if outcome.message else "")
+        )
+    return outcome.exit_code, job_id
+
+
 def _final_status(exit_code: int, signum: int | None) -> str:
     if signum is not None:
         return "KILLED"
@@ -294,6 +364,38 @@ def run_training(request: TrainRequest, tags: Mapping[str, str]) -> TrainResult:
             raise as_step_error("training", cancelled) from None
 
 
+def _run_in_our_run(
+    request: TrainRequest,
+    mlflow_client: MlflowClient,
+    experiment_id: str,
+    run_id: str,
+    tag_run: Callable[[str, Mapping[str, str]], None],
+    cancellation: Cancellation,
+    ray_client: Any = None,
+) -> tuple[int, str]:
+    """The command or the project's entry point in the run we created: a child process here,
+    or a job on a Ray cluster. Returns (exit status, Ray job id or '')."""
+    project = request.project
+    if project is not None:
+        with tracking.tracking_server(request.tracking_uri, "logging the project's parameters"):
+            argv, cwd = _project_command(project, mlflow_client, run_id)
+    else:
+        argv, cwd = ["bash", "-c", request.command or ""], request.working_directory
+    if request.ray is not None:
+        return _run_on_ray(
+            request,
+            ray_client,
+            argv[-1],
+            cwd,
+            experiment_id,
+            run_id,
+            lambda tags: tag_run(run_id, tags),
+            cancellation,
+        )
+    env = _child_environment(request, experiment_id, run_id)
+    return run_supervised(argv, cwd, env, cancellation), ""
+
+
 def _train(
     request: TrainRequest, tags: Mapping[str, str], cancellation: Cancellation
 ) -> TrainResult:
@@ -301,10 +403,11 @@ def _train(
     mlflow_client = tracking.client(uri, request.registry_uri)
     experiment_id = tracking.ensure_experiment(mlflow_client, request.experiment, uri)
     all_tags = {**tags, **request.tags}
+    ray_client = _ray_client(request) if request.ray is not None else None
 
-    def tag_run(run_id: str) -> None:
+    def tag_run(run_id: str, tags: Mapping[str, str] = all_tags) -> None:
         with tracking.tracking_server(uri, "tagging the run"):
-            for key, value in all_tags.items():
+            for key, value in tags.items():
                 mlflow_client.set_tag(run_id, key, value)
 
     project = request.project
@@ -313,27 +416,24 @@ def _train(
     status = "FAILED"
     metrics: dict[str, float] = {}
     models: list[tracking.LoggedModelRef] = []
+    job_id = ""
     try:
         try:
-            if project is None or project.backend == LOCAL_BACKEND:
+            if project is None or project.backend == LOCAL_BACKEND or request.ray is not None:
                 # A signal during the request must not lose the run: it is closed KILLED below.
                 with cancellation.deferred(), tracking.tracking_server(uri, "creating the run"):
                     run_id = mlflow_client.create_run(
                         experiment_id, run_name=request.run_name, tags=all_tags
                     ).info.run_id
-            if project is not None and not project.runs_here:
+            if project is not None and not project.runs_here and request.ray is None:
                 run_id, exit_code = _run_delegated(
                     project, request, experiment_id, run_id, tag_run, cancellation
                 )
             else:
                 assert run_id is not None
-                if project is not None:
-                    with tracking.tracking_server(uri, "logging the project's parameters"):
-                        argv, cwd = _project_command(project, mlflow_client, run_id)
-                else:
-                    argv, cwd = ["bash", "-c", request.command or ""], request.working_directory
-                env = _child_environment(request, experiment_id, run_id)
-                exit_code = run_supervised(argv, cwd, env, cancellation)
+                exit_code, job_id = _run_in_our_run(
+                    request, mlflow_client, experiment_id, run_id, tag_run, cancellation, ray_client
+                )
             if run_id and not cancellation.cancelled:
                 with tracking.tracking_server(uri, "reading the run's results"):
                     metrics = tracking.metric_values(mlflow_client.get_run(run_id).data.metrics)
@@ -359,6 +459,7 @@ def _train(
         model_uri=models[0].uri if models else "",
         model_uris=tuple(m.uri for m in models),
         metrics=metrics,
+        ray_job_id=job_id,
     )
 
 

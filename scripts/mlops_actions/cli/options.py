@@ -94,7 +94,11 @@ TRAIN_OPTIONS = (
         "entry point parameters: key=value lines or a JSON object",
         "train.project.parameters",
     ),
-    Option("backend", "MLflow Projects backend (default: local)", "train.project.backend"),
+    Option(
+        "backend",
+        "local | ray | an MLflow Projects backend for a project (default: local)",
+        "train.backend",
+    ),
     Option(
         "backend-config",
         "backend configuration: JSON file path or JSON object",

@@ -24,16 +24,27 @@ if TYPE_CHECKING:
 
 
 def _train_request(config: Config, cwd: Path) -> Any:
+    from ..errors import ConfigError
+    from ..ray_jobs import RaySettings
     from ..train import ProjectSpec, TrainRequest
 
     project = config.get("train.project")
+    # train.backend, or (before it existed) train.project.backend.
+    backend = str(config.get("train.backend") or (project or {}).get("backend") or "local")
+    ray = RaySettings.from_config(config.get("train.ray")) if backend == "ray" else None
+    if backend not in ("local", "ray") and not project:
+        raise ConfigError(
+            f"train.backend '{backend}' is an MLflow Projects backend, and there is no "
+            "train.project to run on it",
+            "set train.project (the project-uri input), or train.backend: local or ray",
+        )
     spec = None
     if project:
         spec = ProjectSpec(
             uri=str(project.get("uri") or "."),
             entry_point=str(project.get("entry_point") or "main"),
             parameters=dict(project.get("parameters") or {}),
-            backend=str(project.get("backend") or "local"),
+            backend="local" if ray else backend,
             backend_config=project.get("backend_config"),
             env_manager=str(project.get("env_manager") or "local"),
         )
@@ -42,6 +53,9 @@ def _train_request(config: Config, cwd: Path) -> Any:
         repository.rsplit("/", 1)[-1] if repository else cwd.name
     )
     tracking_uri, registry_uri = mlflow_uris(config)
+    if ray is not None:  # what the proxy headers and forwarded secrets hold never shows
+        for variable in (*ray.headers.values(), *ray.forward_secrets):
+            gha.mask(os.environ.get(variable, ""))
     return TrainRequest(
         tracking_uri=tracking_uri,
         registry_uri=registry_uri,
@@ -52,6 +66,8 @@ def _train_request(config: Config, cwd: Path) -> Any:
         project=spec,
         run_name=config.get("train.run_name"),
         tags={str(k): str(v) for k, v in (config.get("train.tags") or {}).items()},
+        ray=ray,
+        data_targets=tuple(_targets(config)),
     )
 
 
@@ -75,6 +91,7 @@ def run_train(config: Config, data_fingerprint: str) -> TrainResult:
         "mlflow.user": run_context.actor,
         "mlops.data.fingerprint": data_fingerprint,
         "mlops.train.mode": "project" if request.project else "command",
+        "mlops.train.backend": "ray" if request.ray else "",
         "mlops.version": __version__,
     }
     tags = {k: v for k, v in tags.items() if v}
@@ -91,6 +108,7 @@ def run_train(config: Config, data_fingerprint: str) -> TrainResult:
             "model-uri": result.model_uri,
             "metrics": metrics_json(result.metrics),
             "data-fingerprint": data_fingerprint,
+            "ray-job-id": result.ray_job_id,
         }
     )
     shown = tracking.redact(request.tracking_uri)
