@@ -100,6 +100,9 @@ def evaluation_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
     directory = tmp_path_factory.mktemp("evaluator")
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{directory / 'mlflow.db'}")
+    # The active experiment is process-wide too: an earlier test may have left one of another
+    # store's (its id means nothing here).
+    mlflow.set_experiment("evaluator")
     yield directory
     mlflow.set_tracking_uri(previous)
 
