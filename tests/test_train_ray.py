@@ -241,3 +241,44 @@ def test_an_address_that_is_not_the_job_server_is_refused_before_anything(
     )
     assert done.returncode == 2, done.output
     assert_one_line_error(done, "train.ray.address")
+
+
+def test_a_job_whose_runner_died_is_stopped_by_id_and_its_run_closed(
+    tmp_path: Path, mlflow_server: str, ray_cluster: Any
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    configure(project, ray_cluster.address)
+    marker = f"mlops-ray-orphan-{uuid.uuid4().hex[:8]}"
+    env = ray_env(tmp_path, mlflow_server)
+    process = subprocess.Popen(
+        [str(BIN / "mlops-actions"), "train", "--command", f"exec -a {marker} sleep 300"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not _running(marker):
+        time.sleep(0.5)
+    assert _running(marker), "the job never started"
+    process.kill()  # the runner dies outright: no signal handler, no clean-up
+    process.wait(timeout=30)
+    (run,) = runs_of(mlflow_server, env["MLFLOW_EXPERIMENT_NAME"])
+    assert run.info.status == "RUNNING"
+    job_id = run.data.tags["mlops.ray.job_id"]
+    assert _running(marker), "the job outlives its runner"
+
+    stopped = train(project, env, "--stop-job", job_id)
+    assert stopped.returncode == 0, stopped.output
+    assert stopped.outputs()["status"] == "STOPPED"
+    assert stopped.outputs()["run-id"] == run.info.run_id
+    assert mlflow_client(mlflow_server).get_run(run.info.run_id).info.status == "KILLED"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _running(marker):
+        time.sleep(0.5)
+    assert not _running(marker)
+
+    unknown = train(project, env, "--stop-job", "mlops-no-such-job")
+    assert unknown.returncode == 2
+    assert_one_line_error(unknown, "mlops-no-such-job", "ray-job-id")

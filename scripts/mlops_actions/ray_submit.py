@@ -44,9 +44,10 @@ LOG_DRAIN_SECONDS = 5.0
 @dataclass(frozen=True)
 class JobOutcome:
     job_id: str
-    status: str  # SUCCEEDED | FAILED | STOPPED
+    status: str  # SUCCEEDED | FAILED | STOPPED (| PENDING / RUNNING: a stop not yet done)
     exit_code: int
     message: str
+    run_id: str = ""  # the MLflow run the job logged into, from its metadata
 
 
 def _import_sdk() -> Any:
@@ -206,3 +207,22 @@ def _stop(client: Any, job_id: str, why: str) -> JobOutcome:
             break
         time.sleep(POLL_SECONDS / 2)
     return JobOutcome(job_id, "STOPPED", exit_status("STOPPED", None), why)
+
+
+def stop(client: Any, job_id: str) -> JobOutcome:
+    """Stop a job by id, from any machine (a runner that died left it): the job's status
+    afterwards and the MLflow run it names. An unknown job is a ConfigError."""
+    try:
+        info = client.get_job_info(job_id)
+    except RuntimeError as error:
+        raise ConfigError(
+            f"Ray job {job_id} is not known to the job server: {_first_line(error)}",
+            "pass the train step's ray-job-id output (the run's mlops.ray.job_id tag)",
+        ) from None
+    run_id = str((info.metadata or {}).get("mlflow_run_id", ""))
+    status = str(info.status.value)
+    if status not in TERMINAL:
+        status = _stop(client, job_id, "asked to by --stop-job").status
+        with contextlib.suppress(Exception):
+            status = str(client.get_job_status(job_id).value)
+    return JobOutcome(job_id, status, exit_status(status, None), "", run_id)

@@ -91,11 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only check the remote and print the fingerprint and cache path",
     )
-    verb(
+    training = verb(
         "train",
         cmd_train,
         "run training inside a tagged MLflow run",
         (*MLFLOW_OPTIONS, *TRAIN_OPTIONS),
+    )
+    training.add_argument(
+        "--stop-job",
+        metavar="JOB_ID",
+        help="train.backend ray: stop this Ray job (a step's ray-job-id, e.g. after its runner "
+        "died) and close its MLflow run KILLED; nothing is trained",
     )
     verb(
         "evaluate",

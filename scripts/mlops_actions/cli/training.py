@@ -137,7 +137,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     # too, not as a bare death by signal; run_training takes over before the run is created.
     with cancellable("train"):
         config = load_config(args, (*MLFLOW_OPTIONS, *TRAIN_OPTIONS))
+        if getattr(args, "stop_job", None):
+            return stop_job(config, args.stop_job)
         run_train(config, _value(args, "data-fingerprint"))
+    return EXIT_OK
+
+
+def stop_job(config: Config, job_id: str) -> int:
+    """`train --stop-job`: end a Ray job whose step can no longer do it, and its run."""
+    from .. import ray_submit, tracking
+    from ..ray_jobs import RaySettings
+
+    settings = RaySettings.from_config(config.get("train.ray"))
+    client = ray_submit.connect(settings, os.environ)
+    outcome = ray_submit.stop(client, job_id)
+    print(f"Ray job {job_id}: {outcome.status}")
+    run_id = outcome.run_id
+    if run_id:
+        tracking_uri, registry_uri = mlflow_uris(config)
+        mlflow_client = tracking.client(tracking_uri, registry_uri)
+        with tracking.tracking_server(tracking_uri, f"closing run {run_id}"):
+            if mlflow_client.get_run(run_id).info.status == "RUNNING":
+                mlflow_client.set_terminated(run_id, "KILLED")
+                print(f"MLflow run {run_id}: KILLED")
+    emit({"ray-job-id": job_id, "run-id": run_id, "status": outcome.status})
     return EXIT_OK
 
 
