@@ -83,7 +83,10 @@ def test_the_cluster_pulls_the_data_and_the_job_has_its_own_time_limit() -> None
     command = ray_jobs.entrypoint("python train.py", chosen, ["data/iris.csv.dvc"])
     words = shlex.split(command)
     assert words[:5] == ["timeout", "--signal=TERM", "--kill-after=30", "3600", "bash"]
-    assert words[-1] == "dvc pull data/iris.csv.dvc && python train.py"
+    script = words[-1]
+    assert script.startswith("{ [ -d .git ] || dvc config --local core.no_scm true; } && ")
+    assert "dvc pull data/iris.csv.dvc && { dvc status --quiet data/iris.csv.dvc" in script
+    assert script.endswith("exit 1; }; } && python train.py")
 
 
 @pytest.mark.parametrize(

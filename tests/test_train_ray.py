@@ -282,3 +282,22 @@ def test_a_job_whose_runner_died_is_stopped_by_id_and_its_run_closed(
     unknown = train(project, env, "--stop-job", "mlops-no-such-job")
     assert unknown.returncode == 2
     assert_one_line_error(unknown, "mlops-no-such-job", "ray-job-id")
+
+
+def test_the_cluster_pulls_the_data_itself_and_checks_it(
+    example: Path, tmp_path: Path, mlflow_server: str, ray_cluster: Any
+) -> None:
+    """pull_data: the DVC outputs stay on the runner (here: a corrupted copy, which would
+    fail the training if it were uploaded), the job pulls them from the remote and checks
+    them against the checkout's DVC files."""
+    env = ray_env(tmp_path, mlflow_server)
+    assert run_cli(["dvc-pull"], example, env).returncode == 0
+    data = example / "data" / "iris.csv"
+    data.write_text("not,the,data\n")
+    configure(example, ray_cluster.address, pull_data=True)
+    done = train(example, env, "--command", "python train.py")
+    assert done.returncode == 0, done.output
+    assert json.loads(done.outputs()["metrics"])["accuracy"] > 0.8
+    assert data.read_text() == "not,the,data\n", "the runner's copy is not touched"
+    pulled = done.output.split("Running entrypoint", 1)[1]
+    assert "1 file added" in pulled, "the job pulled the data"

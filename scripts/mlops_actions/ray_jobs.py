@@ -151,13 +151,26 @@ def local_store(tracking_uri: str) -> bool:
 
 
 def entrypoint(command: str, settings: RaySettings, pull_targets: Sequence[str] = ()) -> str:
-    """The job's shell command: the training, after `dvc pull` when the cluster pulls the
-    data itself, under the job's own time limit when there is one (coreutils' timeout ends it
-    with SIGTERM, so a runner that died cannot leave it running for ever)."""
+    """The job's shell command: the training, after `dvc pull` and a check of what it pulled
+    when the cluster pulls the data itself, under the job's own time limit when there is one
+    (coreutils' timeout ends it with SIGTERM, so a runner that died cannot leave it running
+    for ever)."""
     script = command
     if settings.pull_data:
-        pull = "dvc pull " + " ".join(shlex.quote(t) for t in pull_targets)
-        script = f"{pull.strip()} && {command}"
+        # After the pull, the data must be what the checkout's DVC files (the inputs of the
+        # runner's fingerprint) name: `dvc status --quiet` exits 1 on any difference.
+        targets = " ".join(shlex.quote(t) for t in pull_targets)
+        mismatch = shlex.quote(
+            "mlops-actions: the data pulled on the cluster differs from the DVC files of the "
+            "checkout, so from the data fingerprint the run is tagged with"
+        )
+        # The upload has no .git: DVC is told to work without one.
+        script = (
+            "{ [ -d .git ] || dvc config --local core.no_scm true; } && "
+            + f"dvc pull {targets}".strip()
+            + f" && {{ dvc status --quiet {targets} || {{ echo {mismatch} >&2; exit 1; }}; }}"
+            + f" && {command}"
+        )
     wrapped = f"bash -c {shlex.quote(script)}"
     if settings.timeout_seconds:
         wrapped = f"timeout --signal=TERM --kill-after=30 {int(settings.timeout_seconds)} {wrapped}"
