@@ -301,3 +301,24 @@ def test_the_cluster_pulls_the_data_itself_and_checks_it(
     assert data.read_text() == "not,the,data\n", "the runner's copy is not touched"
     pulled = done.output.split("Running entrypoint", 1)[1]
     assert "1 file added" in pulled, "the job pulled the data"
+
+
+def test_the_local_pipeline_runs_its_training_on_ray(
+    example: Path, tmp_path: Path, mlflow_server: str, ray_cluster: Any
+) -> None:
+    """`mlops-actions run` with train.backend: ray from the environment alone (the template's
+    repository variables do the same): pull, train on the cluster, gate, promote."""
+    model = f"iris-ray-run-{uuid.uuid4().hex[:6]}"
+    env = ray_env(
+        tmp_path,
+        mlflow_server,
+        RAY_ADDRESS=ray_cluster.address,
+        MLOPS_TRAIN_BACKEND="ray",
+        MLOPS_MODEL_NAME=model,
+    )
+    done = run_cli(["run"], example, env, timeout=600)
+    assert done.returncode == 0, done.output
+    assert "Running entrypoint for job mlops-" in done.output
+    holder = mlflow_client(mlflow_server).get_model_version_by_alias(model, "champion")
+    run = mlflow_client(mlflow_server).get_run(holder.run_id)
+    assert run.data.tags["mlops.ray.job_id"] == f"mlops-{holder.run_id}"
