@@ -120,9 +120,8 @@ s.compare([1.0, 2, 3], {"predictions": [1, 2, 2]}, {"predictions": [1, 2, 3.0]},
 """
 
 
-@pytest.mark.timeout(900)
-def test_setup_action_installs_once_and_reuses_the_environment(tmp_path: Path) -> None:
-    """The root action on a machine without the suite: a real install, then a cache hit."""
+def machine_without_the_suite(tmp_path: Path) -> tuple[Path, str, dict[str, str], Path]:
+    """(the suite's home, a PATH without mlops-actions, the environment, a workspace)."""
     home = tmp_path / "suite-home"
     path = os.pathsep.join(
         p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "mlops-actions").exists()
@@ -130,6 +129,13 @@ def test_setup_action_installs_once_and_reuses_the_environment(tmp_path: Path) -
     env = clean_env(tmp_path, MLOPS_ACTIONS_HOME=str(home), PATH=path)
     workspace = tmp_path / "workspace"
     workspace.mkdir()
+    return home, path, env, workspace
+
+
+@pytest.mark.timeout(900)
+def test_setup_action_installs_once_and_reuses_the_environment(tmp_path: Path) -> None:
+    """The root action on a machine without the suite: a real install, then a cache hit."""
+    home, path, env, workspace = machine_without_the_suite(tmp_path)
     first = run_action(ROOT, {}, workspace=workspace, env=env)
     assert first.outcome == "success", first.log
     assert first.step("plan").outputs["installed"] == "false"
@@ -167,13 +173,7 @@ def test_setup_action_installs_once_and_reuses_the_environment(tmp_path: Path) -
 @pytest.mark.timeout(900)
 def test_setup_action_installs_the_ray_extra_from_its_own_lock(tmp_path: Path) -> None:
     """`extras: ray` installs requirements-ray.lock into a venv with a cache key of its own."""
-    home = tmp_path / "suite-home"
-    path = os.pathsep.join(
-        p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "mlops-actions").exists()
-    )
-    env = clean_env(tmp_path, MLOPS_ACTIONS_HOME=str(home), PATH=path)
-    workspace = tmp_path / "workspace"
-    workspace.mkdir()
+    home, path, env, workspace = machine_without_the_suite(tmp_path)
 
     refused = run_action(ROOT, {"extras": "ray, gpu"}, workspace=workspace, env=env)
     assert refused.outcome == "failure"

@@ -153,21 +153,17 @@ def test_a_failing_job_fails_the_step_with_its_exit_status(
     assert (info.status, info.driver_exit_code) == ("FAILED", 3)
 
 
-def test_a_cancelled_step_stops_the_job_and_kills_the_run(
-    tmp_path: Path, mlflow_server: str, ray_cluster: Any
-) -> None:
-    project = tmp_path / "project"
+def training_that_runs(
+    home: Path, env: dict[str, str], address: str
+) -> tuple[str, subprocess.Popen[str]]:
+    """`mlops-actions train` of a job that sleeps under a name of its own, once it runs on
+    the cluster: (that name, the step's process)."""
+    project = home / "project"
     project.mkdir()
-    configure(project, ray_cluster.address)
-    marker = f"mlops-ray-cancel-{uuid.uuid4().hex[:8]}"
-    env = ray_env(tmp_path, mlflow_server)
+    configure(project, address)
+    marker = f"mlops-ray-job-{uuid.uuid4().hex[:8]}"
     process = subprocess.Popen(
-        [
-            str(BIN / "mlops-actions"),
-            "train",
-            "--command",
-            f"echo started; exec -a {marker} sleep 300",
-        ],
+        [str(BIN / "mlops-actions"), "train", "--command", f"exec -a {marker} sleep 300"],
         cwd=project,
         env=env,
         stdout=subprocess.PIPE,
@@ -178,6 +174,14 @@ def test_a_cancelled_step_stops_the_job_and_kills_the_run(
     while time.monotonic() < deadline and not _running(marker):
         time.sleep(0.5)
     assert _running(marker), "the job never started"
+    return marker, process
+
+
+def test_a_cancelled_step_stops_the_job_and_kills_the_run(
+    tmp_path: Path, mlflow_server: str, ray_cluster: Any
+) -> None:
+    env = ray_env(tmp_path, mlflow_server)
+    marker, process = training_that_runs(tmp_path, env, ray_cluster.address)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, stdout + stderr
@@ -246,24 +250,11 @@ def test_an_address_that_is_not_the_job_server_is_refused_before_anything(
 def test_a_job_whose_runner_died_is_stopped_by_id_and_its_run_closed(
     tmp_path: Path, mlflow_server: str, ray_cluster: Any
 ) -> None:
-    project = tmp_path / "project"
-    project.mkdir()
-    configure(project, ray_cluster.address)
-    marker = f"mlops-ray-orphan-{uuid.uuid4().hex[:8]}"
     env = ray_env(tmp_path, mlflow_server)
-    process = subprocess.Popen(
-        [str(BIN / "mlops-actions"), "train", "--command", f"exec -a {marker} sleep 300"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _running(marker):
-        time.sleep(0.5)
-    assert _running(marker), "the job never started"
+    marker, process = training_that_runs(tmp_path, env, ray_cluster.address)
+    project = tmp_path / "project"
     process.kill()  # the runner dies outright: no signal handler, no clean-up
-    process.wait(timeout=30)
+    process.communicate(timeout=30)
     (run,) = runs_of(mlflow_server, env["MLFLOW_EXPERIMENT_NAME"])
     assert run.info.status == "RUNNING"
     job_id = run.data.tags["mlops.ray.job_id"]
