@@ -225,6 +225,19 @@ def test_an_unreachable_cluster_or_a_job_that_cannot_start_is_a_named_error(
     (run,) = runs_of(mlflow_server, env["MLFLOW_EXPERIMENT_NAME"])
     assert run.info.status == "FAILED", "never left RUNNING"
 
+    # Requirements that cannot install: Ray fails the set-up, or it outlasts the start timeout.
+    configure(
+        project,
+        ray_cluster.address,
+        pip=["mlops-actions-no-such-package==0.0.0"],
+        start_timeout_seconds=10,
+    )
+    refused = train(project, env, "--command", "true")
+    assert refused.returncode == 2, refused.output
+    assert_one_line_error(refused, "train.ray.pip")
+    statuses = [r.info.status for r in runs_of(mlflow_server, env["MLFLOW_EXPERIMENT_NAME"])]
+    assert statuses == ["FAILED", "FAILED"], "never left RUNNING"
+
     configure(project, ray_cluster.address)
     local = train(
         project, {**env, "MLFLOW_TRACKING_URI": "sqlite:///local.db"}, "--command", "true"

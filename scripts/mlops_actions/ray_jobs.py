@@ -126,8 +126,9 @@ def job_environment(
         "MLFLOW_EXPERIMENT_NAME": experiment,
         "MLFLOW_EXPERIMENT_ID": experiment_id,
         "MLFLOW_RUN_ID": run_id,
-        "MLFLOW_DISABLE_TELEMETRY": environ.get("MLFLOW_DISABLE_TELEMETRY", "true"),
     }
+    if "MLFLOW_DISABLE_TELEMETRY" in environ:  # the user's choice travels, as it does locally
+        env["MLFLOW_DISABLE_TELEMETRY"] = environ["MLFLOW_DISABLE_TELEMETRY"]
     if registry_uri:
         env["MLFLOW_REGISTRY_URI"] = (
             registry_uri if "MLFLOW_REGISTRY_URI" in forwarded else redact(registry_uri)
@@ -240,7 +241,7 @@ def requested_resources(settings: RaySettings) -> str:
         if value is not None:
             parts.append(f"train.ray.entrypoint.{field_name}: {value:g}")
     parts += [f"train.ray.entrypoint.resources.{k}: {v:g}" for k, v in settings.resources.items()]
-    return ", ".join(parts) or "no entrypoint resources (the runtime environment's set-up)"
+    return ", ".join(parts)
 
 
 def dashboard_url(address: str, job_id: str) -> str:

@@ -37,6 +37,15 @@ from .ray_jobs import (
 from .tracking import redact
 
 POLL_SECONDS = 0.5
+# Ray's error types of a job that failed before its entrypoint ran (JobErrorType).
+SET_UP_FAILURES = frozenset(
+    {
+        "RUNTIME_ENV_SETUP_FAILURE",
+        "JOB_SUPERVISOR_ACTOR_START_FAILURE",
+        "JOB_SUPERVISOR_ACTOR_UNSCHEDULABLE",
+        "JOB_ENTRYPOINT_COMMAND_START_ERROR",
+    }
+)
 STOP_GRACE_SECONDS = 5.0  # GitHub sends SIGKILL 7.5 s after it cancels a step
 LOG_DRAIN_SECONDS = 5.0
 
@@ -177,19 +186,38 @@ def follow(
                 raise ConfigError(
                     f"Ray job {job_id} was still PENDING after "
                     f"{settings.start_timeout_seconds:g} s (train.ray.start_timeout_seconds): "
-                    f"no node had what it asked for ({requested_resources(settings)}), or its "
-                    "runtime environment could not be set up; its stop is queued (Ray fails a "
-                    "job that never starts after RAY_JOB_START_TIMEOUT_SECONDS on the head)",
-                    "ask for resources the cluster has, or raise start_timeout_seconds for a "
-                    "cluster that scales up",
+                    f"{_why_pending(settings)}; its stop is queued (Ray fails a job that never "
+                    "starts after RAY_JOB_START_TIMEOUT_SECONDS on the head)",
+                    "ask for resources the cluster has and requirements that install, or raise "
+                    "start_timeout_seconds for a cluster that scales up",
                 )
             time.sleep(POLL_SECONDS)
         info = client.get_job_info(job_id)
+        error_type = str(getattr(info, "error_type", "") or "")
+        if status == "FAILED" and error_type in SET_UP_FAILURES:
+            # Not the training: the job never ran. What the job asked for is to blame.
+            raise ConfigError(
+                f"Ray could not set up job {job_id}'s environment ({error_type}): "
+                f"{_first_line(RuntimeError(str(info.message or '')))}",
+                "check train.ray.pip (each requirement must install on the cluster), "
+                "train.ray.excludes and train.ray.entrypoint",
+            )
         code = exit_status(status, getattr(info, "driver_exit_code", None))
         return JobOutcome(job_id, status, code, str(info.message or ""))
     finally:
         logs.join(LOG_DRAIN_SECONDS)
         stop.set()
+
+
+def _why_pending(settings: RaySettings) -> str:
+    """What can keep a job from starting, among what it asked for."""
+    reasons = []
+    if requested_resources(settings):
+        reasons.append(f"no node had what it asked for ({requested_resources(settings)})")
+    if settings.pip:
+        reasons.append("its requirements (train.ray.pip) were still installing, or failed to")
+    reasons.append("its runtime environment could not be set up")
+    return ", or ".join(reasons)
 
 
 def _stop(client: Any, job_id: str, why: str) -> JobOutcome:
