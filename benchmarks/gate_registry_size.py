@@ -29,7 +29,6 @@ import io
 import json
 import logging
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -45,7 +44,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mlflow_server import ROOT, start_server, stop_server
+from mlflow_server import ROOT, machine, start_server, stop_server
 
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))  # tests.fault_proxy: the proxy that counts requests
@@ -309,20 +308,6 @@ class CpuMeter:
         wall, busy, ours = self.start
         used = (busy_seconds() - busy) - (self._ours() - ours)
         return round(max(used, 0.0) / (time.perf_counter() - wall), 2)
-
-
-def machine() -> dict[str, Any]:
-    import mlflow
-
-    memory = Path("/proc/meminfo").read_text().split()[1]
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gb": round(int(memory) / 1024 / 1024),
-        "python": platform.python_version(),
-        "mlflow": mlflow.__version__,
-        "platform": platform.platform(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 @dataclass

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +72,19 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def machine(**versions: str) -> dict[str, Any]:
+    """The machine a benchmark ran on, with MLflow's version and any other `versions` given."""
+    import mlflow
+
+    memory = Path("/proc/meminfo").read_text().split()[1]
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(int(memory) / 1024 / 1024),
+        "python": platform.python_version(),
+        **versions,
+        "mlflow": mlflow.__version__,
+        "platform": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }

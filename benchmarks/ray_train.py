@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -36,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlflow_server import ROOT, start_server, stop_server
+from mlflow_server import ROOT, machine, start_server, stop_server
 
 sys.path.insert(0, str(ROOT))  # tests.ray_services: a head node stopped by its own processes
 
@@ -71,22 +70,6 @@ MILESTONES = {
     ],
     "local": [],
 }
-
-
-def machine() -> dict[str, Any]:
-    import mlflow
-    import ray
-
-    memory = Path("/proc/meminfo").read_text().split()[1]
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gb": round(int(memory) / 1024 / 1024),
-        "python": platform.python_version(),
-        "ray": ray.__version__,
-        "mlflow": mlflow.__version__,
-        "platform": platform.platform(),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 def make_project(workdir: Path, address: str) -> Path:
@@ -288,9 +271,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
+    import ray
     from tests.ray_services import start_ray_cluster
 
-    info = machine()
+    info = machine(ray=ray.__version__)
     workdir = Path(tempfile.mkdtemp(prefix="ray-train-bench-"))
     server, tracking_uri = start_server(workdir)
     cluster = None
