@@ -82,20 +82,23 @@ def connect(settings: RaySettings, environ: Mapping[str, str]) -> Any:
     except (ConnectionError, RuntimeError) as error:
         raise ServiceError(
             f"Ray job server {redact(url)} (train.ray.address) could not be reached: "
-            f"{_first_line(error).rstrip('.')}",
+            f"{_first_line(error)}",
             "check the address (the head's dashboard port, 8265 by default), that the "
             "cluster is up, and train.ray.headers for a proxy in front of it",
         ) from None
 
 
-def _first_line(error: BaseException) -> str:
-    """The useful line of an SDK error (the job server sends whole tracebacks)."""
-    text = str(error)
+def _first_line(error: BaseException | str) -> str:
+    """The useful line of an SDK error or a job's message (the job server sends whole
+    tracebacks)."""
+    text = error if isinstance(error, str) else str(error)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in reversed(lines):
         if re.match(r"^(ValueError|TypeError|RuntimeError|[A-Za-z]+Error): ", line):
             return line.rstrip(".")
-    return lines[0].rstrip(".") if lines else type(error).__name__
+    if lines:
+        return lines[0].rstrip(".")
+    return "no message" if isinstance(error, str) else type(error).__name__
 
 
 @contextlib.contextmanager
@@ -132,7 +135,7 @@ def submit(
         ) from None
     except RuntimeError as error:  # the job server's answer to a bad request
         text = str(error)
-        refused = "status code 400" in text or "status code 4" in text
+        refused = "status code 4" in text  # a 4xx: the request, not the server
         kind = ConfigError if refused else ServiceError
         raise kind(
             f"Ray job server {redact(address)} refused the submission: {_first_line(error)}",
@@ -198,7 +201,7 @@ def follow(
             # Not the training: the job never ran. What the job asked for is to blame.
             raise ConfigError(
                 f"Ray could not set up job {job_id}'s environment ({error_type}): "
-                f"{_first_line(RuntimeError(str(info.message or '')))}",
+                f"{_first_line(str(info.message or ''))}",
                 "check train.ray.pip (each requirement must install on the cluster), "
                 "train.ray.excludes and train.ray.entrypoint",
             )
@@ -212,8 +215,9 @@ def follow(
 def _why_pending(settings: RaySettings) -> str:
     """What can keep a job from starting, among what it asked for."""
     reasons = []
-    if requested_resources(settings):
-        reasons.append(f"no node had what it asked for ({requested_resources(settings)})")
+    requested = requested_resources(settings)
+    if requested:
+        reasons.append(f"no node had what it asked for ({requested})")
     if settings.pip:
         reasons.append("its requirements (train.ray.pip) were still installing, or failed to")
     reasons.append("its runtime environment could not be set up")
