@@ -3,6 +3,7 @@ labels, the model facts read from a real MLflow model, and the choice of Docker 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -43,6 +44,12 @@ def test_layers_go_from_base_to_model() -> None:
     assert "--mount=type=secret,id=extra_ca" in text  # the CA never lands in a layer
     assert "USER 10001" in text
     assert "# syntax=" not in text  # a syntax line would pull a frontend image from a registry
+    # pip's report becomes installed.json (for the SBOM) in the same layer, and is deleted there.
+    dependencies = text[text.index("COPY requirements.txt") : text.index("COPY mlserving/")]
+    assert "installed.py" in dependencies.splitlines()[0]
+    report = dependencies.index("--report /tmp/pip-report.json")
+    kept = dependencies.index(f"installed.py /tmp/pip-report.json {image.INSTALLED_IN_IMAGE}")
+    assert report < kept < dependencies.index("rm /tmp/pip-report.json")
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +82,7 @@ def test_context_from_a_real_model(iris_model: Path, tmp_path: Path) -> None:
     assert "'skops.io'" in warmup  # what loading a skops-saved scikit-learn model imports
     assert "'sklearn.utils:all_estimators'" in warmup
     compile(warmup, "warmup.py", "exec")
+    compile((context / "installed.py").read_text(), "installed.py", "exec")
     # Only the serving package goes in, not the rest of the suite.
     assert sorted(p.name for p in (context / "mlserving" / "mlops_actions").iterdir()) == [
         "__init__.py",
@@ -168,3 +176,75 @@ def test_unrequired_names_seed_distributions_nothing_needs(tmp_path: Path) -> No
     )
     found = subprocess.run([str(python), str(script)], capture_output=True, text=True, check=True)
     assert found.stdout.split() == []
+
+
+def test_installed_keeps_what_the_sbom_needs_from_pips_report(tmp_path: Path) -> None:
+    """installed.py (run in the image build) against a report shaped like pip's."""
+    sha = "2ddfb553fdf02fb784c234c7ba6ccc288296ceabec964ad2eae3777778130bc5"
+    report = {
+        "version": "1",
+        "pip_version": "23.0.1",
+        "install": [
+            {  # pip 23: both the hashes map and the legacy hash
+                "download_info": {
+                    "url": "https://files.pythonhosted.org/packages/49/df/packaging-24.0.whl",
+                    "archive_info": {"hash": f"sha256={sha}", "hashes": {"sha256": sha}},
+                },
+                "metadata": {"name": "packaging", "version": "24.0", "description": "x" * 9000},
+            },
+            {  # an older pip: only the legacy hash; a private index with credentials
+                "download_info": {
+                    "url": "https://user:t0ken@pypi.example/simple/Zed-1.0.tar.gz",
+                    "archive_info": {"hash": "sha256=" + "e" * 64},
+                },
+                "metadata": {"name": "Zed", "version": "1.0"},
+            },
+            {  # from version control: no archive, no hash
+                "download_info": {
+                    "url": "https://github.com/acme/thing",
+                    "vcs_info": {"vcs": "git", "commit_id": "abc"},
+                },
+                "metadata": {"name": "thing", "version": "0.1"},
+            },
+            {  # an md5 only is no sha256
+                "download_info": {
+                    "url": "https://x.example/a-1.whl",
+                    "archive_info": {"hash": "md5=" + "f" * 32},
+                },
+                "metadata": {"name": "a", "version": "1"},
+            },
+        ],
+    }
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    script = tmp_path / "installed.py"
+    script.write_text(image.installed_script())
+    output = tmp_path / "installed.json"
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "report.json"), str(output)], check=True
+    )
+    assert json.loads(output.read_text()) == {
+        "version": 1,
+        "distributions": [
+            {"name": "a", "version": "1", "url": "https://x.example/a-1.whl", "sha256": ""},
+            {
+                "name": "packaging",
+                "version": "24.0",
+                "url": "https://files.pythonhosted.org/packages/49/df/packaging-24.0.whl",
+                "sha256": sha,
+            },
+            {
+                "name": "thing",
+                "version": "0.1",
+                "url": "https://github.com/acme/thing",
+                "sha256": "",
+            },
+            {
+                "name": "Zed",
+                "version": "1.0",
+                "url": "https://pypi.example/simple/Zed-1.0.tar.gz",
+                "sha256": "e" * 64,
+            },
+        ],
+    }
+    assert "t0ken" not in output.read_text()
+    assert "\n" not in output.read_text()  # compact: it is kept in every image

@@ -29,6 +29,7 @@ from .errors import ConfigError, MlopsError, ServiceError
 
 SERVING_PACKAGE = Path(__file__).parent / "serving"
 MODEL_DIR_IN_IMAGE = "/opt/ml/model"
+INSTALLED_IN_IMAGE = "/opt/mlserving/installed.json"  # what pip installed, for the SBOM
 RUNTIME_REQUIREMENTS = (
     # MLflow's scoring server needs pandas, which mlflow-skinny does not bring, nor does a model
     # logged with its own pip_requirements (["scikit-learn==…"]) name it.
@@ -140,12 +141,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \\
 # (warmup.py): it halves the time to /ping for a fraction of the size of compiling everything.
 # Dropped: test suites, type stubs, Cython and C sources (headers stay, for run-time compilers),
 # pip, and setuptools and wheel unless a requirement needs them (unrequired.py).
-COPY requirements.txt warmup.py unrequired.py /opt/mlserving/
+# Kept for the SBOM: each installed archive's name, version, URL and sha256, from pip's report
+# (installed.py writes installed.json; the full report, with every METADATA, is deleted).
+COPY requirements.txt warmup.py unrequired.py installed.py /opt/mlserving/
 RUN --mount=type=secret,id=extra_ca \\
     set -eu; \\
     if [ -s /run/secrets/extra_ca ]; then export PIP_CERT=/run/secrets/extra_ca; fi; \\
     python3 -m venv /opt/venv; \\
-    /opt/venv/bin/pip install --no-compile -r /opt/mlserving/requirements.txt; \\
+    /opt/venv/bin/pip install --no-compile --report /tmp/pip-report.json \\
+        -r /opt/mlserving/requirements.txt; \\
+    /opt/venv/bin/python /opt/mlserving/installed.py /tmp/pip-report.json {INSTALLED_IN_IMAGE}; \\
+    rm /tmp/pip-report.json; \\
     PYTHONDONTWRITEBYTECODE= /opt/venv/bin/python /opt/mlserving/warmup.py; \\
     find /opt/venv -depth -type d -name tests -exec rm -rf {{}} +; \\
     find /opt/venv -type f \\( -name '*.pyi' -o -name '*.pxd' -o -name '*.pyx' \\
@@ -246,6 +252,35 @@ def unrequired_script() -> str:
     )
 
 
+def installed_script() -> str:
+    """A script that keeps, from pip's installation report, what an SBOM needs of each
+    installed distribution: name, version, download URL (without credentials) and the sha256
+    of the archive where pip knew it. `installed.py <report> <output>`; compact JSON."""
+    return (
+        "import json\n"
+        "import sys\n"
+        "import urllib.parse\n\n"
+        "with open(sys.argv[1], encoding='utf-8') as file:\n"
+        "    report = json.load(file)\n"
+        "kept = []\n"
+        "for item in report.get('install', []):\n"
+        "    metadata = item.get('metadata') or {}\n"
+        "    info = item.get('download_info') or {}\n"
+        "    url = urllib.parse.urlsplit(info.get('url') or '')\n"
+        "    url = url._replace(netloc=url.netloc.rpartition('@')[2]).geturl()\n"
+        "    archive = info.get('archive_info') or {}\n"
+        "    sha256 = (archive.get('hashes') or {}).get('sha256', '')\n"
+        "    algorithm, _, value = (archive.get('hash') or '').partition('=')\n"
+        "    if not sha256 and algorithm == 'sha256':\n"
+        "        sha256 = value\n"
+        "    kept.append({'name': metadata.get('name', ''),\n"
+        "                 'version': metadata.get('version', ''), 'url': url, 'sha256': sha256})\n"
+        "kept.sort(key=lambda entry: entry['name'].lower())\n"
+        "with open(sys.argv[2], 'w', encoding='utf-8') as file:\n"
+        "    json.dump({'version': 1, 'distributions': kept}, file, separators=(',', ':'))\n"
+    )
+
+
 def write_context(model_dir: Path, facts: ModelFacts, context: Path) -> Path:
     """The build context: Dockerfile, requirements.txt, the serving package, the model."""
     context.mkdir(parents=True, exist_ok=True)
@@ -254,6 +289,7 @@ def write_context(model_dir: Path, facts: ModelFacts, context: Path) -> Path:
     (context / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
     (context / "warmup.py").write_text(warmup_script(facts.flavor), encoding="utf-8")
     (context / "unrequired.py").write_text(unrequired_script(), encoding="utf-8")
+    (context / "installed.py").write_text(installed_script(), encoding="utf-8")
     package = context / "mlserving" / "mlops_actions"
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text('"""Only the model server of mlops-actions."""\n')
