@@ -186,6 +186,94 @@ def build_ours(version: int, env: dict[str, str], workdir: Path, docker_cli: str
     return f"{OURS_REPOSITORY}:v{version}"
 
 
+def build_push_ours(
+    version: int, env: dict[str, str], workdir: Path, docker_cli: str, repository: str, attest: str
+) -> None:
+    """build-push with a push to a loopback registry, attestations on or off."""
+    command = [
+        str(Path(sys.executable).parent / "mlops-actions"),
+        "build-push",
+        "--model-uri",
+        f"models:/{MODEL_NAME}/{version}",
+        "--image",
+        repository,
+        "--base-image",
+        BASE_IMAGE,
+        "--smoke-test",
+        "false",
+        "--attestations",
+        attest,
+        "--docker-cli",
+        docker_cli,
+    ]
+    result = subprocess.run(
+        command, env=env, cwd=workdir, capture_output=True, text=True, check=False
+    )
+    if result.returncode:
+        raise SystemExit(f"build-push failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+@contextmanager
+def loopback_registry(workdir: Path) -> Iterator[str]:
+    """Debian's docker-registry on a free loopback port: host:port."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        raise SystemExit("docker-registry is needed (apt-get install docker-registry)")
+    port = free_port()
+    config = workdir / "registry.json"
+    config.write_text(
+        json.dumps(
+            {
+                "version": 0.1,
+                "storage": {"filesystem": {"rootdirectory": str(workdir / "registry")}},
+                "http": {"addr": f"127.0.0.1:{port}"},
+            }
+        )
+    )
+    process = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def attestation_cost(
+    client: Any, env: dict[str, str], workdir: Path, docker_cli: str, runs: int
+) -> dict[str, Any]:
+    """What the SBOM, the provenance and their pushes add to build-push: the same cached
+    build and push of version 2, attestations off and on in turn, after a warm-up push (so
+    every layer is in the registry and only the work that differs is timed)."""
+    with loopback_registry(workdir) as address:
+        repository = f"{address}/bench/ours"
+        log("attestations: warm-up build and push")
+        build_push_ours(2, env, workdir, docker_cli, repository, "true")
+        off, on = [], []
+        for run in range(runs):
+            log(f"attestations: run {run + 1} of {runs}")
+            off.append(timed(build_push_ours, 2, env, workdir, docker_cli, repository, "false")[0])
+            on.append(timed(build_push_ours, 2, env, workdir, docker_cli, repository, "true")[0])
+        size = int(client.images.get(f"{repository}:v2").attrs["Size"])
+        remove_images(client, repository)
+    return {
+        "build_push_s": statistics.median(off),
+        "build_push_attested_s": statistics.median(on),
+        "attestation_overhead_s": statistics.median(on) - statistics.median(off),
+        "off_all_s": off,
+        "on_all_s": on,
+        "image_bytes": size,
+    }
+
+
 def build_mlflow(version: int, env: dict[str, str], workdir: Path, docker_cli: str) -> str:
     name = f"{MLFLOW_REPOSITORY}:{version}"
     script = (
@@ -321,7 +409,7 @@ def load_test(
 # ---------------------------------------------------------------------------------------------
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--duration", type=int, default=15, help="seconds of load per image")
@@ -334,7 +422,25 @@ def main() -> int:
     )
     parser.add_argument("--rebuild-base", action="store_true", help="rebuild the base image")
     parser.add_argument("--keep", action="store_true", help="keep the built images")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--attestation-runs", type=int, default=5, help="timed build-push runs per setting"
+    )
+    parser.add_argument(
+        "--only-attestations",
+        action="store_true",
+        help="measure only what attestations add to build-push (no MLflow build, no load)",
+    )
+    return parser.parse_args()
+
+
+def write_json(path: Path | None, results: dict[str, Any]) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def main() -> int:
+    args = parse_args()
     for tool in ("wrk", "mmdebstrap"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed (apt-get install {tool})")
@@ -357,6 +463,12 @@ def main() -> int:
         example = register_models(tracking_uri)
         remove_images(client, OURS_REPOSITORY)
         remove_images(client, MLFLOW_REPOSITORY)
+        if args.only_attestations:
+            cost = attestation_cost(client, env, workdir, args.docker_cli, args.attestation_runs)
+            results["attestations"] = cost
+            print(attestation_markdown(cost))
+            write_json(args.json, results)
+            return 0
 
         sides: dict[str, dict[str, Any]] = {"mlflow": {}, "ours": {}}
         for side, build in (("mlflow", build_mlflow), ("ours", build_ours)):
@@ -394,14 +506,15 @@ def main() -> int:
             workdir,
             {"MLSERVING_WORKERS": "1"},
         )
+        results["attestations"] = attestation_cost(
+            client, env, workdir, args.docker_cli, args.attestation_runs
+        )
         if not args.keep:
             remove_images(client, OURS_REPOSITORY)
             remove_images(client, MLFLOW_REPOSITORY)
     results.update(sides)
     print(markdown(results))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return 0
 
 
@@ -431,7 +544,22 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {ratio:.2f} | {target} | {extra} |"
         )
     lines.append(f"\nBase image: {results['base_mb']:.0f} MB.")
+    if "attestations" in results:
+        lines += ["", attestation_markdown(results["attestations"])]
     return "\n".join(lines)
+
+
+def attestation_markdown(cost: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            "| build-push of a new model version, push to a loopback registry (median) | s |",
+            "| --- | ---: |",
+            f"| attestations off | {cost['build_push_s']:.2f} |",
+            f"| attestations on (SBOM + provenance + their pushes + version tags) "
+            f"| {cost['build_push_attested_s']:.2f} |",
+            f"| added (target <= 3 s) | {cost['attestation_overhead_s']:.2f} |",
+        ]
+    )
 
 
 if __name__ == "__main__":

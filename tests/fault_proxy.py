@@ -70,8 +70,7 @@ class FaultProxy:
 
         class Handler(BaseHTTPRequestHandler):
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                body = self._body()
                 request = f"{self.command} {self.path}"
                 fault = proxy._fault_for(request)
                 if fault is not None and fault.before is not None:
@@ -93,7 +92,7 @@ class FaultProxy:
                     forwarded = {
                         k: v
                         for k, v in self.headers.items()
-                        if k.lower() not in {"host", "connection"}
+                        if k.lower() not in {"host", "connection", "transfer-encoding"}
                     }
                     status, headers, data = proxy._forward(self.command, self.path, forwarded, body)
                 with proxy._lock:
@@ -105,17 +104,40 @@ class FaultProxy:
                     self.wfile = _Trickling(self.wfile, trickle)  # type: ignore[assignment]
                     self.close_connection = True
                 try:
-                    self.send_response(status)
-                    for key, value in headers:
-                        if key.lower() not in {"transfer-encoding", "connection", "content-length"}:
-                            self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    self._reply(status, headers, data)
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True  # the client gave up: so do we
 
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+            def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+                head = self.command == "HEAD"  # the upstream's length, and no body
+                skip = {"transfer-encoding", "connection"} | (set() if head else {"content-length"})
+                self.send_response(status)
+                for key, value in headers:
+                    if key.lower() not in skip:
+                        # Upload locations point back here, so that the uploads come through too.
+                        self.send_header(key, value.replace(proxy.upstream, proxy.url))
+                if not head:
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(data)
+
+            def _body(self) -> bytes:
+                """The request body, sent with a length or in chunks (Docker's uploads)."""
+                if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                    length = int(self.headers.get("Content-Length") or 0)
+                    return self.rfile.read(length) if length else b""
+                chunks: list[bytes] = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline().strip():  # trailers, then the blank line
+                            pass
+                        return b"".join(chunks)
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()  # the CRLF after each chunk
+
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -7,9 +7,9 @@ history and recorded here:
     git show vX.Y.Z:action.yml | grep 'using:'           # runs.using: node24
     for t in $(git tag); do git show $t:action.yml ...   # the first release on node24
 
-(checked 2026-12-01). A Dependabot bump to a newer release passes; a pin older than the first
-Node 24 release, a pin whose SHA is not the verified tag's, or a new third-party action without
-a row here fails.
+(checked 2026-12-01; actions/attest on 2026-12-05). A Dependabot bump to a newer release
+passes; a pin older than the first Node 24 release, a pin whose SHA is not the verified tag's,
+or a new third-party action without a row here fails.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from tests.test_workflows import ACTIONS, PINNED, TEMPLATES, WORKFLOWS, load, st
 
 # action -> (first release whose action.yml says `using: node24`, {verified tag: its commit})
 NODE24 = {
+    # v1 and v2 (as actions/attest-build-provenance's successor) ran on node20.
+    "actions/attest": ("v3.0.0", {"v4.2.2": "1e69f48acb82d1966a394da916b4c1698aa569d6"}),
     "actions/cache": ("v5.0.0", {"v5.0.5": "27d5ce7f107fe9357f9df03efb73ab90386fccae"}),
     "actions/checkout": ("v5.0.0", {"v7.0.1": "3d3c42e5aac5ba805825da76410c181273ba90b1"}),
     "actions/setup-python": ("v6.0.0", {"v7.0.0": "5fda3b95a4ea91299a34e894583c3862153e4b97"}),

@@ -506,36 +506,6 @@ def test_inventory_joins_what_pip_recorded() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "url",
-    [
-        "https://files.pythonhosted.org/packages/ab/cd/scikit_learn-1.7.2-cp311-cp311.whl",
-        "https://ünï.example/模型/x?q=1#frag",
-        "../relative/ref",
-        "",
-        "https://a.example/%zz",
-        "http://a b.example/",
-        "https://a.example/x\u0085y",
-        "ssh://git@github.com:org/repo.git",
-        "https://a.example/?\ue000",
-        "https://a.example/\ue000",
-    ],
-)
-def test_fast_iri_check_agrees_with_rfc3987_syntax(url: str) -> None:
-    """The module checks IRIs through their URI mapping; jsonschema through rfc3987-syntax."""
-    from rfc3986_validator import validate_rfc3986  # type: ignore[import-untyped]
-    from rfc3987_syntax import is_valid_syntax  # type: ignore[import-untyped]
-
-    uri = sbom.iri_to_uri(url)
-    fast = uri is not None and bool(validate_rfc3986(uri, rule="URI_reference"))
-    assert fast == is_valid_syntax("iri_reference", url)
-    document = json.loads(
-        sbom.cyclonedx_sbom(deb_inventory(), MODEL, "ghcr.io/a/b", DIGEST, "0.1.0")
-    )
-    document["components"][0]["externalReferences"] = [{"type": "distribution", "url": url}]
-    assert (sbom.schema_error(json.dumps(document)) == "") == fast
-
-
 def test_inventory_script_compiles_and_reads_what_the_build_writes() -> None:
     from mlops_actions import image
 

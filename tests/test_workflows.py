@@ -574,6 +574,7 @@ def test_main_template_promotes_after_approval_and_rollback_restores(
     results = main.run()
     promote = results["promote"]
     assert promote.result == "success", promote.log[-5000:]
+    promotion_id = promote.outputs.pop("promotion-id")
     assert promote.outputs == {"version": "2", "model-uri": f"models:/{model}/2"}
     assert mlflow.get_model_version_by_alias(model, "champion").version == "2"
     built = results["build-push"]
@@ -581,6 +582,22 @@ def test_main_template_promotes_after_approval_and_rollback_restores(
     image = built.outputs["image"]
     assert image.startswith(f"{auth_registry}/{repository}@sha256:")
     digest = image.split("@", 1)[1]
+    # The image is attested: the version and the promotion's history entry record it, and
+    # actions/attest gets the digest and the SBOM build-push wrote.
+    assert mlflow.get_model_version(model, "2").tags["mlops.image.digest"] == digest
+    entry = next(
+        json.loads(value)
+        for key, value in mlflow.get_registered_model(model).tags.items()
+        if key.startswith("mlops.history.champion.") and promotion_id in value
+    )
+    assert entry["image"] == image
+    sbom_file = built.step("image").outputs["sbom-file"]
+    signing = [s for s in built.steps if s.uses.startswith("actions/attest@")]
+    assert [s.with_.get("sbom-path", "") for s in signing] == ["", sbom_file]
+    for step in signing:
+        assert step.with_["subject-digest"] == digest
+        assert step.with_["subject-name"] == f"{auth_registry}/{repository}"
+        assert step.with_["push-to-registry"] == "true"
     for tag in ("v2", "champion", f"sha-{head[:12]}"):
         assert registry_digest(auth_registry, repository, tag) == digest, tag
     assert results["metrics"].result == "success", results["metrics"].log[-3000:]

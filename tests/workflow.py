@@ -55,6 +55,7 @@ LOCAL_EQUIVALENTS = {
     "actions/setup-python": "the tests' Python is first on PATH",
     "actions/cache": "nothing is cached between test runs",
     "aws-actions/configure-aws-credentials": "the DVC remote is local: no cloud credentials",
+    "actions/attest": "signing needs GitHub's OIDC token and Sigstore: its inputs are checked",
 }
 
 

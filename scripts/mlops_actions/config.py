@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
         "evaluation": {"python": "python", "metric_prefix": "eval_", "average": "weighted"},
         "report": {"pr_comment": True, "check_run": True},
     },
-    "image": {"push": True, "smoke_test": True, "tags": []},
+    "image": {"push": True, "smoke_test": True, "attestations": True, "tags": []},
     "monitoring": {"job": "mlops-actions", "timeout_seconds": 5},
     "promote": {
         "alias": "champion",

@@ -106,6 +106,7 @@ class Move:
     note: str = ""
     id: str = ""  # the promotion's id, also in its repository_dispatch payload
     dispatch: str = ""  # "" (none asked) | pending | sent | superseded
+    image: str = ""  # repository@digest of the serving image built for this move (build-push)
 
     def key(self) -> str:
         return history_key(self.alias, self.seq)
@@ -146,6 +147,7 @@ def parse_history(tags: dict[str, str], alias: str) -> list[Move]:
                     note=str(data.get("note", "")),
                     id=str(data.get("id", "")),
                     dispatch=str(data.get("dispatch", "")),
+                    image=str(data.get("image", "")),
                 )
             )
         except (ValueError, TypeError, AttributeError):

@@ -286,8 +286,11 @@ def move_summary(result: Any, reason: str, failed: str = "") -> str:
     return "\n".join(lines)
 
 
-def image_summary(outputs: dict[str, str], facts: Any, smoke: Any, *, pushed: bool) -> str:
-    """Job summary of build-push: what was built from which model, and where it went."""
+def image_summary(
+    outputs: dict[str, str], facts: Any, smoke: Any, *, pushed: bool, linked: Any = None
+) -> str:
+    """Job summary of build-push: what was built from which model, where it went, and what
+    the registry now records about it."""
     size = human_bytes(int(outputs["size-bytes"]))
     lines = [
         f"### 🐳 build-push: `{outputs['image']}`",
@@ -305,4 +308,19 @@ def image_summary(outputs: dict[str, str], facts: Any, smoke: Any, *, pushed: bo
             f"| smoke test | /ping after {smoke.seconds_to_ping:.1f} s, /invocations and "
             "/metrics answered |"
         )
+    if linked is not None:
+        lines += [
+            f"| SBOM | `{outputs['sbom-digest']}` (CycloneDX, refers to the digest) |",
+            f"| provenance | `{outputs['provenance-digest']}` (SLSA v1, refers to the digest) |",
+            "| model version | "
+            + (
+                f"`{facts.name}` version {facts.version} tagged `mlops.image`"
+                + (f", history entry {linked.history_entry}" if linked.history_entry else "")
+                if linked.version_tagged
+                else "not a registered version: no tags"
+            )
+            + " |",
+        ]
+    elif pushed and not outputs.get("sbom-digest"):
+        lines.append("| attestations | not stored (see the error above, or attestations: false) |")
     return "\n".join(lines)

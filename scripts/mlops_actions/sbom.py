@@ -640,15 +640,10 @@ def _licenses(texts: list[str], expression_allowed: bool) -> list[License]:
 def schema_error(text: str, version: str = SPEC_VERSION) -> str:
     """The first schema error of a CycloneDX JSON document, in one line; "" when it is valid.
 
-    The library's strict validator (its schema, registry and Draft 7 checks), with one change
-    where the library allows it: IRIs (the `url` of external references) are checked the way
-    RFC 3987 defines them, as the URI their non-ASCII characters map to, instead of by
-    rfc3987-syntax, whose parser takes about half a second per URL here, half a minute for an
-    image's 60 wheels (cyclonedx-python-lib#862, python-jsonschema/jsonschema#1392)."""
-    validator = _schema_validator(version)
-    if validator is not None:
-        error = next(iter(validator.iter_errors(json.loads(text))), None)
-        return _describe(error) if error is not None else ""
+    The library's strict validator (its schema, registry and Draft 7 checks). Formats are
+    checked by what jsonschema finds installed: the suite leaves out rfc3987-syntax, whose IRI
+    parser takes half a second per URL (half a minute for an image's wheels) and makes every
+    `import jsonschema` take seconds (cyclonedx-python-lib#862, jsonschema#1392)."""
     found = _library_validator(version).validate_str(text)
     return _describe(found.data) if found is not None else ""
 
@@ -659,75 +654,6 @@ def _library_validator(version: str) -> JsonStrictValidator:
     from cyclonedx.validation.json import JsonStrictValidator
 
     return JsonStrictValidator(SchemaVersion.from_version(version))
-
-
-@cache
-def _schema_validator(version: str) -> Any:
-    """The library's jsonschema validator with the fast IRI checks; None when this version of
-    the library does not expose it (then the library validates, slowly but correctly)."""
-    try:
-        from rfc3986_validator import validate_rfc3986  # type: ignore[import-untyped]
-
-        validator: Any = _library_validator(version)._validator
-        checker = validator.format_checker
-    except (ImportError, AttributeError, NotImplementedError):
-        return None
-    if checker is None:
-        return validator
-
-    def iri(rule: str) -> Any:
-        def check(instance: object) -> bool:
-            if not isinstance(instance, str):
-                return True
-            uri = iri_to_uri(instance)
-            return uri is not None and bool(validate_rfc3986(uri, rule=rule))
-
-        return check
-
-    fast = type(checker)(formats=())
-    fast.checkers = {
-        **checker.checkers,
-        "iri": (iri("URI"), ValueError),
-        "iri-reference": (iri("URI_reference"), ValueError),
-    }
-    return validator.evolve(format_checker=fast)
-
-
-def _ucschar(code: int) -> bool:
-    if code <= 0xFFFF:
-        return 0xA0 <= code <= 0xD7FF or 0xF900 <= code <= 0xFDCF or 0xFDF0 <= code <= 0xFFEF
-    plane, offset = divmod(code, 0x10000)
-    return 1 <= plane <= 0xE and offset <= 0xFFFD and not (plane == 0xE and offset < 0x1000)
-
-
-def _iprivate(code: int) -> bool:
-    return 0xE000 <= code <= 0xF8FF or 0xF0000 <= code <= 0xFFFFD or 0x100000 <= code <= 0x10FFFD
-
-
-def iri_to_uri(text: str) -> str | None:
-    """An IRI (reference) as the URI (reference) RFC 3987 maps it to: every ucschar, and every
-    iprivate character of the query, percent-encoded as UTF-8. None when a character may not
-    appear in an IRI where it is. RFC 3987's grammar is RFC 3986's with exactly those
-    characters added, so the IRI is valid when the URI is."""
-    from urllib.parse import quote
-
-    head, hash_mark, fragment = text.partition("#")
-    path, question_mark, query = head.partition("?")
-    mapped = []
-    for part, private_allowed in (
-        (path, False),
-        (question_mark + query, True),
-        (hash_mark + fragment, False),
-    ):
-        for character in part:
-            code = ord(character)
-            if code < 0x80:
-                mapped.append(character)
-            elif _ucschar(code) or (private_allowed and _iprivate(code)):
-                mapped.append(quote(character, safe=""))
-            else:
-                return None
-    return "".join(mapped)
 
 
 # ----------------------------------------------------------------------------- reading one

@@ -19,6 +19,12 @@ const OUTDATED = [
     kind: "expression",
     message: /^undefined variable "vars"\. available variables are /,
   },
+  {
+    // The `attestations` permission (actions/attest) came in 2024 and actionlint 1.7.0. Only
+    // that scope is accepted: any other unknown scope is still a finding.
+    kind: "permissions",
+    message: /^unknown permission scope "attestations"\. all available permission scopes are /,
+  },
 ];
 
 const outdated = (result) =>

@@ -49,6 +49,7 @@ from .registry_cmds import (
     run_promote,
 )
 from .training import cmd_train, run_train
+from .verify_image import VERIFY_OPTIONS, cmd_verify_image
 
 __all__ = [
     "MONITORED_VERBS",
@@ -115,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         "build a serving image for a model, smoke-test it, push it, report the digest",
         (*MLFLOW_OPTIONS, *IMAGE_OPTIONS, Option("registry-password", "(use REGISTRY_PASSWORD)")),
     )
+    verifying = verb(
+        "verify-image",
+        cmd_verify_image,
+        "check a pushed image's SBOM and provenance: present, parsed, naming its digest and "
+        "the model version it serves; exit 0 or 1 naming the failed check",
+        VERIFY_OPTIONS,
+    )
+    verifying.add_argument("image", help="the image by digest: <repository>@sha256:<hex>")
+    verifying.add_argument("--json", action="store_true", help="print the checks as JSON")
     verb(
         "promote",
         cmd_promote,

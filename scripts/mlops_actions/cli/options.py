@@ -199,6 +199,15 @@ IMAGE_OPTIONS = (
     Option("dockerfile", "your own Dockerfile instead of the generated one", "image.dockerfile"),
     Option("docker-cli", "Docker client to build with", "image.docker_cli"),
     Option("registry-username", "registry user (the password comes from REGISTRY_PASSWORD)"),
+    Option(
+        "attestations",
+        "attach an SBOM and build provenance to the pushed digest (default: true)",
+        "image.attestations",
+    ),
+    Option(
+        "promotion-id",
+        "the promote step's promotion-id: its history entry records the image",
+    ),
 )
 
 

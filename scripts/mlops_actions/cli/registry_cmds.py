@@ -282,7 +282,18 @@ def cmd_registry_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-HISTORY_COLUMNS = ("#", "when", "reason", "from", "to", "commit", "actor", "workflow run", "note")
+HISTORY_COLUMNS = (
+    "#",
+    "when",
+    "reason",
+    "from",
+    "to",
+    "commit",
+    "actor",
+    "workflow run",
+    "image",
+    "note",
+)
 
 
 def history_table(moves: list[Any]) -> str:
@@ -297,6 +308,7 @@ def history_table(moves: list[Any]) -> str:
             m.commit[:12] or "-",
             m.actor or "-",
             m.workflow_run or "-",
+            short_image(m.image),
             m.note or "-",
         )
         for m in moves
@@ -307,6 +319,12 @@ def history_table(moves: list[Any]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in (HISTORY_COLUMNS, *rows)
     )
+
+
+def short_image(image: str) -> str:
+    """repository@sha256:<12 hex>: the digest stays recognisable, the column narrow."""
+    repository, _, digest = image.partition("@")
+    return f"{repository}@{digest[:19]}" if digest else (image or "-")
 
 
 def cmd_registry_unlock(args: argparse.Namespace) -> int:
