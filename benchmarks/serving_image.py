@@ -16,17 +16,22 @@ engine. Measured per side:
 - memory of the container after the load (cgroup usage minus inactive file cache, as
   `docker stats` reports it).
 
+Then, for ours alone: what attaching the SBOM and the provenance adds to build-push with a push
+to Debian's docker-registry on loopback (attestations off and on in turn, the build cached, after
+a warm-up push); `--only-attestations` measures just that.
+
 Each image runs with its defaults: MLflow's starts nginx and uvicorn with one worker per CPU;
 ours forks one worker per CPU from a process that loaded the model. Ours is also measured with
 a single worker (`MLSERVING_WORKERS=1`), for comparison.
 
     .venv/bin/python benchmarks/serving_image.py [--json results.json] [--duration 15]
+    .venv/bin/python benchmarks/serving_image.py --only-attestations [--attestation-runs 5]
 
 Needs a running Docker engine, a Docker client that can build (`--docker-cli`), mmdebstrap,
-wrk, and network access to PyPI and Debian from build containers (MLflow's Dockerfile runs
-apt-get for nginx). The base image is tagged `python:3.11-slim`, because MLflow only takes its
-slim path for a base whose name starts with `python:`; the script refuses to overwrite such a
-tag that it did not create.
+wrk, docker-registry, and network access to PyPI and Debian from build containers (MLflow's
+Dockerfile runs apt-get for nginx). The base image is tagged `python:3.11-slim`, because MLflow
+only takes its slim path for a base whose name starts with `python:`; the script refuses to
+overwrite such a tag that it did not create.
 """
 
 from __future__ import annotations
@@ -162,34 +167,24 @@ def remove_images(client: Any, repository: str) -> None:
 
 def build_ours(version: int, env: dict[str, str], workdir: Path, docker_cli: str) -> str:
     """`mlops-actions build-push` without push or smoke test; the image it tags `v<version>`."""
-    command = [
-        str(Path(sys.executable).parent / "mlops-actions"),
-        "build-push",
-        "--model-uri",
-        f"models:/{MODEL_NAME}/{version}",
-        "--image",
+    build_push_ours(
+        version,
+        env,
+        workdir,
+        docker_cli,
         OURS_REPOSITORY,
-        "--base-image",
-        BASE_IMAGE,
         "--push",
         "false",
         "--smoke-test",
         "false",
-        "--docker-cli",
-        docker_cli,
-    ]
-    result = subprocess.run(
-        command, env=env, cwd=workdir, capture_output=True, text=True, check=False
     )
-    if result.returncode:
-        raise SystemExit(f"our build failed:\n{result.stdout}\n{result.stderr}")
     return f"{OURS_REPOSITORY}:v{version}"
 
 
 def build_push_ours(
-    version: int, env: dict[str, str], workdir: Path, docker_cli: str, repository: str, attest: str
+    version: int, env: dict[str, str], workdir: Path, docker_cli: str, repository: str, *extra: str
 ) -> None:
-    """build-push with a push to a loopback registry, attestations on or off."""
+    """`mlops-actions build-push` of a version of the model into `repository`."""
     command = [
         str(Path(sys.executable).parent / "mlops-actions"),
         "build-push",
@@ -199,12 +194,9 @@ def build_push_ours(
         repository,
         "--base-image",
         BASE_IMAGE,
-        "--smoke-test",
-        "false",
-        "--attestations",
-        attest,
         "--docker-cli",
         docker_cli,
+        *extra,
     ]
     result = subprocess.run(
         command, env=env, cwd=workdir, capture_output=True, text=True, check=False
@@ -256,12 +248,22 @@ def attestation_cost(
     with loopback_registry(workdir) as address:
         repository = f"{address}/bench/ours"
         log("attestations: warm-up build and push")
-        build_push_ours(2, env, workdir, docker_cli, repository, "true")
+        pushed = (
+            2,
+            env,
+            workdir,
+            docker_cli,
+            repository,
+            "--smoke-test",
+            "false",
+            "--attestations",
+        )
+        build_push_ours(*pushed, "true")
         off, on = [], []
         for run in range(runs):
             log(f"attestations: run {run + 1} of {runs}")
-            off.append(timed(build_push_ours, 2, env, workdir, docker_cli, repository, "false")[0])
-            on.append(timed(build_push_ours, 2, env, workdir, docker_cli, repository, "true")[0])
+            off.append(timed(build_push_ours, *pushed, "false")[0])
+            on.append(timed(build_push_ours, *pushed, "true")[0])
         size = int(client.images.get(f"{repository}:v2").attrs["Size"])
         remove_images(client, repository)
     return {

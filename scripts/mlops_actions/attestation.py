@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import provenance
 from .errors import EXIT_REJECTED, MlopsError
 
 SBOM_ARTIFACT_TYPE = "application/vnd.cyclonedx+json"
@@ -100,20 +101,12 @@ def documents(
     finished: datetime | None = None,
 ) -> tuple[bytes, bytes]:
     """The SBOM and the provenance statement of the pushed image `repository@digest`."""
-    from . import provenance, sbom
+    from . import sbom
 
     model = supply.model
     sbom_bytes = sbom.cyclonedx_sbom(
         supply.inventory,
-        sbom.ModelComponentFacts(
-            name=model.name,
-            version=model.version,
-            uri=model.uri,
-            flavor=model.flavor,
-            run_id=model.run_id,
-            mlflow_version=model.mlflow_version,
-            digest=supply.model_digest,
-        ),
+        sbom.ModelComponentFacts.of(model, supply.model_digest),
         repository,
         digest,
         suite_version,
@@ -197,15 +190,13 @@ def attach(
         SBOM_ARTIFACT_TYPE,
         {"org.opencontainers.image.description": "CycloneDX SBOM of the image"},
     )
-    from .provenance import SLSA_PROVENANCE
-
     provenance_artifact = registry.attach(
         repository,
         subject,
         PROVENANCE_ARTIFACT_TYPE,
         statement,
         PROVENANCE_ARTIFACT_TYPE,
-        {PREDICATE_TYPE_ANNOTATION: SLSA_PROVENANCE},
+        {PREDICATE_TYPE_ANNOTATION: provenance.SLSA_PROVENANCE},
     )
     return Attached(sbom_file, provenance_file, sbom_artifact.digest, provenance_artifact.digest)
 
@@ -333,7 +324,7 @@ def verify(
     """Every check, in order; a check that cannot run because an earlier one failed is left
     out. `expected(name, version)` gives the model version the caller wants (--model-uri),
     or None when it does not care."""
-    from . import provenance, sbom
+    from . import sbom
 
     image = f"{repository}@{digest}"
     checks: list[Check] = []
