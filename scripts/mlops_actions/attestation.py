@@ -423,4 +423,7 @@ def verification_table(result: Verification) -> str:
 
 
 def dumps(result: Verification) -> str:
-    return json.dumps(result.as_json(), indent=2)
+    """The checks as JSON for the log: labels and documents come from the image, so no legacy
+    '##[' workflow command may reach the runner through them (JSON keeps every string on one
+    line, so no line can start with '::')."""
+    return json.dumps(result.as_json(), indent=2).replace("##[", "\\u0023#[")
