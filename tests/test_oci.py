@@ -26,7 +26,9 @@ from tests.conftest import (
     stop,
 )
 
-pytestmark = pytest.mark.services
+# Debian's docker-registry is started by the `registry` fixtures, which the suite counts as
+# Docker's (tests/test_dev.py): the whole module is left out of ./dev test-fast.
+pytestmark = [pytest.mark.services, pytest.mark.docker]
 
 SBOM = "application/vnd.cyclonedx+json"
 STATEMENT = "application/vnd.in-toto+json"
@@ -349,7 +351,6 @@ def test_an_unreachable_registry_is_a_service_error(capfd: pytest.CaptureFixture
 # ----------------------------------------------------------------------------- docker push
 
 
-@pytest.mark.docker
 def test_image_config_of_a_docker_pushed_image(docker_client: Any, registry: str) -> None:
     """A one-file image made by `docker import` with a label, pushed by the Docker engine:
     its manifest descriptor, its labels, and an artifact attached to it."""
