@@ -3,7 +3,8 @@
 Routes: GET /ping and /health (200: the server listens only once the model is loaded),
 GET /version, POST /invocations (dataframe_split, dataframe_records, instances, inputs, CSV:
 answered by MLflow's own scoring code, or by the short road in scoring.py with the same
-answers), GET /metrics.
+answers), GET /metrics, and the Open Inference Protocol (v2.py): GET /v2, /v2/health/live,
+/v2/health/ready, /v2/models/{name}[/versions/{version}][/ready], POST .../infer.
 
 The model is loaded once, before the server listens (and before workers fork). predict() runs
 in a thread so the event loop keeps answering /ping and /metrics; a request over the timeout
@@ -28,10 +29,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import metrics, scoring
+from . import metrics, scoring, v2
 
 INVOCATIONS = "/invocations"
-UNMEASURED = {"/metrics", "/ping", "/health"}  # probes and scrapes are not traffic
+V2_INFER = "/v2/models/{name}/infer"  # the metrics' route for both infer paths
+UNMEASURED = {"/metrics", "/ping", "/health", "/v2/health/live", "/v2/health/ready"}
+SERVER_NAME = "mlops-actions"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,17 @@ class Settings:
     timeout_seconds: float = 60.0
     model_name: str = ""
     model_version: str = ""
+    protocol_model_name: str = ""  # the name V2 clients call the model by, beside model_name
+
+    @property
+    def v2_names(self) -> frozenset[str]:
+        """The names under /v2/models/ that reach the model ("model" when it has none)."""
+        names = {self.model_name, self.protocol_model_name} - {""}
+        return frozenset(names or {"model"})
+
+    @property
+    def v2_name(self) -> str:
+        return self.protocol_model_name or self.model_name or "model"
 
     @classmethod
     def from_environment(cls) -> Settings:
@@ -51,6 +65,7 @@ class Settings:
             timeout_seconds=float(env.get("MLSERVING_TIMEOUT_SECONDS", "60")),
             model_name=env.get("MLSERVING_MODEL_NAME", ""),
             model_version=env.get("MLSERVING_MODEL_VERSION", ""),
+            protocol_model_name=env.get("MLSERVING_PROTOCOL_MODEL_NAME", ""),
         )
 
 
@@ -63,6 +78,7 @@ class MeasuredModel:
         self._takes_params = "params" in inspect.signature(model.predict).parameters
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        """predict() measured; `params` only reach a model whose predict() takes them."""
         # Recorded on success only: a request the short road could not answer is predicted
         # again on MLflow's road, and must not count twice. Failures are counted by type.
         start = time.perf_counter()
@@ -92,6 +108,7 @@ class Loaded:
     model: MeasuredModel
     input_schema: Any
     short_road: bool
+    signature: v2.Signature
 
 
 def _answer(body: bytes, content_type: str, loaded: Loaded) -> Any:
@@ -130,7 +147,12 @@ def _load(settings: Settings) -> Loaded:
         mlflow_version=mlflow.__version__,
         python_version=platform.python_version(),
     ).set(1)
-    return Loaded(MeasuredModel(model), input_schema, scoring.takes_short_road(info, input_schema))
+    return Loaded(
+        MeasuredModel(model),
+        input_schema,
+        scoring.takes_short_road(info, input_schema),
+        v2.Signature.of(info),
+    )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -141,7 +163,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        metrics.prime([INVOCATIONS])
+        metrics.prime([(INVOCATIONS, "mlflow"), (V2_INFER, "v2")])
         yield
 
     async def ping(_request: Request) -> Response:
@@ -168,7 +190,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
         body = await _read_body(request, settings.max_body_bytes)
         if body is None:
-            metrics.ERRORS.labels("too_large").inc()
+            metrics.ERRORS.labels("too_large", "mlflow").inc()
             return JSONResponse(
                 {"error_code": "PAYLOAD_TOO_LARGE", "message": "request body over the limit"},
                 status_code=413,
@@ -179,24 +201,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             result = await asyncio.wait_for(call, timeout=settings.timeout_seconds)
         except asyncio.TimeoutError:
-            metrics.ERRORS.labels("timeout").inc()
+            metrics.ERRORS.labels("timeout", "mlflow").inc()
             return JSONResponse(
                 {"error_code": "TIMEOUT", "message": f"no answer in {settings.timeout_seconds} s"},
                 status_code=504,
             )
         except MlflowException as error:
             status = error.get_http_status_code()  # type: ignore[no-untyped-call]
-            metrics.ERRORS.labels(_error_type(status, error.message)).inc()
+            metrics.ERRORS.labels(_error_type(status, error.message), "mlflow").inc()
             text = error.serialize_as_json()  # type: ignore[no-untyped-call]
             return Response(text, status, media_type="application/json")
         except Exception as error:  # a bug in the model's code: report it, keep serving
-            metrics.ERRORS.labels("predict_error").inc()
+            metrics.ERRORS.labels("predict_error", "mlflow").inc()
             message = json.dumps({"error_code": "INTERNAL_ERROR", "message": repr(error)})
             return Response(message, 500, media_type="application/json")
         if result.status == 415:
-            metrics.ERRORS.labels("unsupported_media_type").inc()
+            metrics.ERRORS.labels("unsupported_media_type", "mlflow").inc()
         elif result.status >= 400:
-            metrics.ERRORS.labels("bad_request").inc()
+            metrics.ERRORS.labels("bad_request", "mlflow").inc()
         return Response(result.response, result.status, media_type=result.mimetype)
 
     app = Starlette(
@@ -206,11 +228,117 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/version", version),
             Route("/metrics", metrics_endpoint),
             Route(INVOCATIONS, invocations, methods=["POST"]),
+            *_v2_routes(settings, loaded),
         ],
         lifespan=lifespan,
     )
     app.add_middleware(_MeasureRequests)
     return app
+
+
+def _v2_routes(settings: Settings, loaded: Loaded) -> list[Route]:
+    """The Open Inference Protocol's routes (v2.py has the protocol itself)."""
+
+    def v2_model(request: Request) -> str | None:
+        """The model's answer to the request's name and version, or None: not this model."""
+        name: str = request.path_params["name"]
+        version = request.path_params.get("version")
+        if name not in settings.v2_names:
+            return None
+        if version is not None and version != settings.model_version:
+            return None
+        return name
+
+    def not_found(request: Request) -> Response:
+        version = request.path_params.get("version")
+        what = request.path_params["name"] + (f" version {version}" if version else "")
+        served = settings.v2_name + (
+            f" version {settings.model_version}" if settings.model_version else ""
+        )
+        return _v2_error(f"model {what!r} is not served here; this server serves {served}", 404)
+
+    async def v2_server(_request: Request) -> Response:
+        from mlops_actions import __version__
+
+        return JSONResponse({"name": SERVER_NAME, "version": __version__, "extensions": []})
+
+    async def v2_model_ready(request: Request) -> Response:
+        return PlainTextResponse("") if v2_model(request) else not_found(request)
+
+    async def v2_metadata(request: Request) -> Response:
+        name = v2_model(request)
+        if name is None:
+            return not_found(request)
+        return JSONResponse(loaded.signature.metadata(name, settings.model_version))
+
+    async def v2_infer(request: Request) -> Response:
+        name = v2_model(request)
+        if name is None:
+            metrics.ERRORS.labels("bad_request", "v2").inc()
+            return not_found(request)
+        if "inference-header-content-length" in request.headers:
+            metrics.ERRORS.labels("unsupported_media_type", "v2").inc()
+            return _v2_error("the binary tensor data extension is not supported; send JSON", 415)
+        body = await _read_body(request, settings.max_body_bytes)
+        if body is None:
+            metrics.ERRORS.labels("too_large", "v2").inc()
+            return _v2_error("request body over the limit", 413)
+        metrics.LAST_REQUEST.set(time.time())
+        call = asyncio.to_thread(_infer, body, name, settings, loaded)
+        try:
+            answer = await asyncio.wait_for(call, timeout=settings.timeout_seconds)
+        except asyncio.TimeoutError:
+            metrics.ERRORS.labels("timeout", "v2").inc()
+            return _v2_error(f"no answer in {settings.timeout_seconds} s", 504)
+        except v2.V2Error as error:
+            metrics.ERRORS.labels(
+                "predict_error" if error.status >= 500 else "bad_request", "v2"
+            ).inc()
+            return _v2_error(str(error), error.status)
+        return Response(answer, 200, media_type="application/json")
+
+    async def live(_request: Request) -> Response:
+        return PlainTextResponse("")
+
+    return [
+        Route("/v2", v2_server),
+        Route("/v2/health/live", live),
+        Route("/v2/health/ready", live),  # the model is loaded before the server listens
+        Route("/v2/models/{name}", v2_metadata),
+        Route("/v2/models/{name}/versions/{version}", v2_metadata),
+        Route("/v2/models/{name}/ready", v2_model_ready),
+        Route("/v2/models/{name}/versions/{version}/ready", v2_model_ready),
+        Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}/infer", v2_infer, methods=["POST"]),
+    ]
+
+
+def _infer(body: bytes, name: str, settings: Settings, loaded: Loaded) -> bytes:
+    """A V2 inference: the request decoded, predicted, and the answer encoded, or V2Error."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        document = json.loads(body)
+    except ValueError as error:
+        raise v2.V2Error(f"the request body is not JSON: {error}") from None
+    request = v2.parse_request(document)
+    model_input = v2.model_input(request, loaded.signature)
+    try:
+        predictions = loaded.model.predict(model_input, request.params)
+    except MlflowException as error:
+        status = error.get_http_status_code()  # type: ignore[no-untyped-call]
+        if status >= 500 or MODEL_RAISED in error.message:
+            raise v2.V2Error(f"the model raised: {error.message}", 500) from None
+        raise v2.V2Error(error.message) from None
+    except Exception as error:  # a bug in the model's code: report it, keep serving
+        raise v2.V2Error(f"the model raised: {error!r}", 500) from None
+    outputs = v2.output_tensors(predictions, loaded.signature, request.output_names)
+    answer = v2.response(request, name, settings.model_version, outputs)
+    return json.dumps(answer, separators=(",", ":")).encode()
+
+
+def _v2_error(message: str, status: int) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
 
 
 # MLflow answers 400 when the model's predict() raises; the metric tells it from bad input.
@@ -245,10 +373,10 @@ class _MeasureRequests:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in UNMEASURED:
+        if scope["type"] != "http" or path in UNMEASURED or path.endswith("/ready"):
             await self.app(scope, receive, send)
             return
-        endpoint = path if path in {INVOCATIONS, "/version"} else "other"
+        endpoint, protocol = _route(path)
         method = scope.get("method", "GET")
         status = {"code": 500}
 
@@ -263,5 +391,16 @@ class _MeasureRequests:
             await self.app(scope, receive, send_and_remember)
         finally:
             metrics.IN_PROGRESS.labels(endpoint).dec()
-            metrics.REQUEST_DURATION.labels(endpoint, method).observe(time.perf_counter() - start)
-            metrics.REQUESTS.labels(endpoint, method, str(status["code"])).inc()
+            elapsed = time.perf_counter() - start
+            metrics.REQUEST_DURATION.labels(endpoint, method, protocol).observe(elapsed)
+            metrics.REQUESTS.labels(endpoint, method, str(status["code"]), protocol).inc()
+
+
+def _route(path: str) -> tuple[str, str]:
+    """The bounded route label and the protocol of a request path (never the raw path: model
+    names and versions in it would make a series each)."""
+    if not path.startswith("/v2"):
+        return (path if path in {INVOCATIONS, "/version"} else "other"), "mlflow"
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        return V2_INFER, "v2"
+    return "other", "v2"

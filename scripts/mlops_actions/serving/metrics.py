@@ -35,13 +35,13 @@ MAX_CLASSES = 50  # distinct predicted classes tracked; the rest count as "other
 
 REQUESTS = Counter(
     f"{PREFIX}_requests",
-    "HTTP requests handled, by route, method and status code.",
-    ["endpoint", "method", "status_code"],
+    "HTTP requests handled, by route, method, status code and protocol (mlflow or v2).",
+    ["endpoint", "method", "status_code", "protocol"],
 )
 REQUEST_DURATION = Histogram(
     f"{PREFIX}_request_duration_seconds",
     "Time from request to response, parsing and serialisation included.",
-    ["endpoint", "method"],
+    ["endpoint", "method", "protocol"],
     buckets=LATENCY_BUCKETS,
 )
 IN_PROGRESS = Gauge(
@@ -57,12 +57,12 @@ PREDICT_DURATION = Histogram(
 )
 ERRORS = Counter(
     f"{PREFIX}_prediction_errors",
-    "Failed /invocations requests, by kind of error.",
-    ["error_type"],
+    "Failed prediction requests, by kind of error and protocol (mlflow or v2).",
+    ["error_type", "protocol"],
 )
 INPUT_ROWS = Histogram(
     f"{PREFIX}_input_rows",
-    "Rows (records) per /invocations request.",
+    "Rows (records) per prediction request.",
     buckets=ROW_BUCKETS,
 )
 PREDICTED_CLASSES = Counter(
@@ -88,18 +88,19 @@ MODEL_LOAD_SECONDS = Gauge(
 )
 LAST_REQUEST = Gauge(
     f"{PREFIX}_last_request_timestamp_seconds",
-    "Unix time of the last /invocations request.",
+    "Unix time of the last prediction request.",
     multiprocess_mode="max",
 )
 
 
-def prime(endpoints: Iterable[str]) -> None:
-    """Create the usual series at 0, so rate() and error ratios work from the first scrape."""
-    for endpoint in endpoints:
+def prime(endpoints: Iterable[tuple[str, str]]) -> None:
+    """Create the usual series at 0, so rate() and error ratios work from the first scrape.
+    `endpoints`: (route, protocol) of the prediction routes."""
+    for endpoint, protocol in endpoints:
         for status in ("200", "400", "500"):
-            REQUESTS.labels(endpoint, "POST" if endpoint == "/invocations" else "GET", status)
-    for error_type in ERROR_TYPES:
-        ERRORS.labels(error_type)
+            REQUESTS.labels(endpoint, "POST", status, protocol)
+        for error_type in ERROR_TYPES:
+            ERRORS.labels(error_type, protocol)
 
 
 def record_predictions(predictions: object) -> None:
