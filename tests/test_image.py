@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import ssl
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,7 @@ def test_build_smoke_push_pull_by_digest(
     assert pulled.id == first_id
     again = image.smoke_test(docker_client, f"{repository}@{digest}", first.example)
     assert again.prediction == smoke.prediction
+    assert_serves_restricted(f"{repository}@{digest}", first.example or b"")
 
     # A new model version with the same requirements: every layer but the model's is reused.
     second_id, _ = build_model_image(
@@ -74,6 +77,63 @@ def test_build_smoke_push_pull_by_digest(
     assert len(before) == len(after)
     assert before[:-1] == after[:-1]
     assert before[-1] != after[-1]
+
+
+def assert_serves_restricted(reference: str, example: bytes) -> None:
+    """`docker run` as the Kubernetes manifests run the image (non-root, read-only root, no
+    capabilities, an emptyDir-like /tmp, two workers): the probes answer, and V2 infer answers
+    as /invocations does."""
+    started = subprocess.run(
+        ["docker", "run", "--detach", "--read-only", "--user", "10001:10001",
+         "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+         "--env", "MLSERVING_WORKERS=2", "--publish", "127.0.0.1::8080", reference],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    container = started.stdout.strip()
+    try:
+        port = (
+            subprocess.run(
+                ["docker", "port", container, "8080/tcp"],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.split(":")[-1]
+            .strip()
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while image._get(url + "/v2/health/ready") != 200:
+            assert time.monotonic() < deadline, docker_logs(container)
+            time.sleep(0.2)
+        assert image._get(url + "/v2/health/live") == 200
+        assert image._get(url + "/v2/models/iris/versions/1/ready") == 200
+        status, answer = image._post(url + "/invocations", example)
+        assert status == 200, answer
+        frame = json.loads(example)["dataframe_split"]
+        columns = [list(column) for column in zip(*frame["data"], strict=True)]
+        request = {
+            "inputs": [
+                {"name": name, "datatype": "FP64", "shape": [len(values)], "data": values}
+                for name, values in zip(frame["columns"], columns, strict=True)
+            ]
+        }
+        status, text = image._post(url + "/v2/models/iris/infer", json.dumps(request).encode())
+        assert status == 200, text
+        assert json.loads(text)["outputs"][0]["data"] == json.loads(answer)["predictions"]
+        assert "mlserving_model_info" in image._request(url + "/metrics")[1]
+        logs = docker_logs(container)
+        assert "Read-only file system" not in logs, logs
+        assert "Booting worker" in logs  # two workers: the multiprocess metrics live in /tmp
+    finally:
+        subprocess.run(["docker", "rm", "--force", container], check=False, capture_output=True)
+
+
+def docker_logs(container: str) -> str:
+    result = subprocess.run(
+        ["docker", "logs", container], check=False, capture_output=True, text=True
+    )
+    return result.stdout + result.stderr
 
 
 def test_unreachable_registry_fails_without_a_digest(

@@ -442,10 +442,29 @@ class SmokeResult:
     metrics_lines: int
 
 
+# The smoke test runs the image as the generated Kubernetes manifests do (manifests.py): as its
+# unprivileged user, on a read-only root filesystem with a writable /tmp only, without Linux
+# capabilities or a way to gain privileges. An image that starts here starts there.
+RESTRICTED_RUN: dict[str, Any] = {
+    "read_only": True,
+    "tmpfs": {"/tmp": "rw,nosuid,nodev,size=64m"},  # noqa: S108 - the pod's emptyDir
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+}
+# Probes the manifests use, beside /ping: they must answer 200 before a pod is ready.
+PROBES = ("/v2/health/live", "/v2/health/ready")
+
+
 @contextmanager
 def _container(client: Any, image: str) -> Iterator[Any]:
+    user = client.images.get(image).attrs.get("Config", {}).get("User") or "10001"
     container = client.containers.run(
-        image, detach=True, ports={f"{PORT}/tcp": ("127.0.0.1", None)}, auto_remove=False
+        image,
+        detach=True,
+        ports={f"{PORT}/tcp": ("127.0.0.1", None)},
+        auto_remove=False,
+        user=user,
+        **RESTRICTED_RUN,
     )
     try:
         yield container
@@ -455,7 +474,8 @@ def _container(client: Any, image: str) -> Iterator[Any]:
 
 
 def smoke_test(client: Any, image: str, example: bytes | None, timeout: float = 120) -> SmokeResult:
-    """Run the image, wait for /ping, post the serving example, read /metrics."""
+    """Run the image as a restricted pod would, wait for /ping, check the V2 health probes, post
+    the serving example, read /metrics."""
     started = time.monotonic()
     with _container(client, image) as container:
         url = ""
@@ -474,6 +494,10 @@ def smoke_test(client: Any, image: str, example: bytes | None, timeout: float = 
             logs = container.logs(tail=30).decode(errors="replace")
             raise SmokeTestFailed(f"/ping did not answer 200 within {timeout:.0f} s:\n{logs}")
         ready = time.monotonic() - started
+        for probe in PROBES:
+            status = _get(url + probe)
+            if status != 200:
+                raise SmokeTestFailed(f"{probe} answered {status}, not 200: a pod would not start")
         prediction = ""
         if example is not None:
             status, prediction = _post(url + "/invocations", example)

@@ -41,6 +41,10 @@ def with_tcp_protocol(sock: socket.socket) -> socket.socket:
     return sock
 
 
+# Settings newer than the oldest gunicorn the image may install (gunicorn>=23).
+OPTIONAL_SETTINGS = frozenset({"control_socket_disable"})
+
+
 class PreforkServer(BaseApplication):  # type: ignore[misc]
     def __init__(self, load_app: Callable[[], Any], options: dict[str, Any]) -> None:
         self.load_app = load_app
@@ -49,6 +53,8 @@ class PreforkServer(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in self.options.items():
+            if key in OPTIONAL_SETTINGS and key not in self.cfg.settings:
+                continue  # an older gunicorn without it
             self.cfg.set(key, value)
 
     def load(self) -> Any:
@@ -82,5 +88,8 @@ def run(
             "keepalive": 5,  # uvicorn's default, as with one worker
             "loglevel": log_level,
             "child_exit": _forget_worker_metrics,
+            # gunicorn 27's control socket (gunicornc) would be made in $HOME, which does not
+            # exist and, on a read-only root filesystem, cannot; nothing here uses it.
+            "control_socket_disable": True,
         },
     ).run()
