@@ -157,6 +157,19 @@ def test_outputs_name_the_files_and_the_artifacts_in_the_registry(built: Built) 
     assert digests[attestation.PROVENANCE_ARTIFACT_TYPE] == outputs["provenance-digest"]
 
 
+def test_manifests_dir_holds_valid_manifests_of_the_digest(built: Built) -> None:
+    from mlops_actions import kube_schema
+
+    directory = Path(built.outputs["manifests-dir"])
+    found = sorted(directory.rglob("*.yaml"))
+    assert len(found) == 6, found
+    for path in found:
+        [manifest] = kube_schema.load_all(path.read_text())
+        assert kube_schema.problems(manifest) == [], path
+        annotations = manifest["metadata"]["annotations"]
+        assert annotations["mlops-actions.io/image"] == built.outputs["image"]
+
+
 def test_the_sbom_lists_the_images_packages_and_the_model(
     built: Built, docker_client: Any, mlflow_server: str
 ) -> None:

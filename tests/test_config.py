@@ -95,7 +95,7 @@ def test_a_directory_in_place_of_the_file_is_named_as_such(
         (
             "surprise: 1\n",
             r"\$\.surprise: unknown key; allowed here: "
-            r"data, gate, image, mlflow, model, monitoring, promote, train",
+            r"data, deploy, gate, image, mlflow, model, monitoring, promote, train",
         ),
     ],
 )
@@ -167,6 +167,24 @@ def test_input_tags_and_parameters_add_to_those_in_the_file(tmp_path: Path) -> N
     assert cfg.get("train.project.parameters") == {"C": "0.5", "seed": 7}
     assert cfg.source("train.tags.stage") == "input tags"
     assert cfg.source("train.tags.team") == "file mlops.yaml"
+
+
+def test_map_keys_with_dots_stay_whole_keys(tmp_path: Path) -> None:
+    """A tag, build argument or label such as app.kubernetes.io/part-of is one key, not a
+    path: it merges with the inputs' and the environment's by its whole name."""
+    path = write(
+        tmp_path,
+        "train:\n  tags: {mlflow.note: a}\nimage:\n  build_args: {PIP.INDEX: x}\n"
+        "deploy:\n  labels: {example.com/team: ml}\n",
+    )
+    cfg = config.resolve(
+        config_path=path,
+        environ={"MLOPS_DEPLOY_LABELS": "example.com/tier=gold"},
+        inputs={"train.tags": ("tags", "team.name=ml")},
+    )
+    assert cfg.get("train.tags") == {"mlflow.note": "a", "team.name": "ml"}
+    assert cfg.get("image.build_args") == {"PIP.INDEX": "x"}
+    assert cfg.get("deploy.labels") == {"example.com/team": "ml", "example.com/tier": "gold"}
 
 
 # ----------------------------------------------------------------------------- YAML limits

@@ -14,6 +14,7 @@ REQUIRED = [
     ("evaluate", "candidate"),
     ("promote", "candidate"),
     ("build-push", "model-uri"),
+    ("manifests", "image"),
     ("push-metrics", "stage"),
 ]
 

@@ -7,7 +7,8 @@
 Reads the CRD (YAML) from stdin, writes `spec.versions[name=<version>].schema.openAPIV3Schema`
 with a `$comment` naming its source. `description` keywords are dropped (they are most of the
 size and no part of validation); everything else is kept as the CRD has it.
-schema/kuberay/README.md has the exact commands that made the shipped files.
+schema/kuberay/README.md and scripts/mlops_actions/schema/{kserve,prometheus-operator}/README.md
+have the exact commands that made the shipped files.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def main() -> int:
     parser.add_argument("--version", required=True, help="the CRD version, e.g. v1")
     parser.add_argument("--source", required=True, help="where the CRD came from ($comment)")
     parser.add_argument("--keep-descriptions", action="store_true")
+    parser.add_argument(
+        "--license", default="Apache-2.0", help="the source's license, for the $comment"
+    )
+    parser.add_argument(
+        "--regenerate",
+        default="schema/kuberay/README.md",
+        help="the file with the commands that made it, for the $comment",
+    )
+    parser.add_argument(
+        "--compact", action="store_true", help="JSON without indentation (package data)"
+    )
     args = parser.parse_args()
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     crd = yaml.load(sys.stdin.read(), Loader=loader)  # noqa: S506 (a safe loader)
@@ -62,7 +74,7 @@ def main() -> int:
         "$comment": f"{crd['spec']['group']}/{args.version} {names['kind']}: "
         f"spec.versions[name={args.version}].schema.openAPIV3Schema of {args.source}"
         + ("" if args.keep_descriptions else ", without its description keywords")
-        + ". Apache-2.0. Regenerate: schema/kuberay/README.md.",
+        + f". {args.license}. Regenerate: {args.regenerate}.",
         "x-kubernetes-group-version-kind": [
             {
                 "group": crd["spec"]["group"],
@@ -71,7 +83,10 @@ def main() -> int:
             }
         ],
     }
-    json.dump({**header, **schema}, sys.stdout, indent=1, sort_keys=False)
+    if args.compact:
+        json.dump({**header, **schema}, sys.stdout, separators=(",", ":"))
+    else:
+        json.dump({**header, **schema}, sys.stdout, indent=1, sort_keys=False)
     sys.stdout.write("\n")
     return 0
 

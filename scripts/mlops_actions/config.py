@@ -172,7 +172,7 @@ def coerce(raw: str, leaf: Mapping[str, Any], where: str) -> Any:
         if text.lower() in TRUE_WORDS | FALSE_WORDS:
             return text.lower() in TRUE_WORDS
         raise ConfigError(f"{where} must be 'true' or 'false', got {raw!r}")
-    if "number" in kinds:
+    if "number" in kinds and "string" not in kinds:  # a number or a string (500m): the string
         try:
             return float(text)
         except ValueError:
@@ -248,6 +248,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "pattern" and isinstance(error.instance, str):
         if _url_password(error.instance):  # never echo a password, not even in an error
             return f"{path}: the URL has credentials in it; pass them in the environment instead"
+        title = error.schema.get("title") if isinstance(error.schema, Mapping) else None
+        if title:  # a pattern with a name says what it wants in words, e.g. a label key
+            key = "key " if "propertyNames" in error.schema_path else ""
+            return f"{path}: {key}{_short(error.instance)} is not {title}"
         return f"{path}: {_short(error.instance)} does not match {error.validator_value!r}"
     branches = error.validator_value if error.validator == "anyOf" else None
     if isinstance(branches, list) and all(set(branch) == {"required"} for branch in branches):
@@ -331,16 +335,21 @@ def read_file(path: Path) -> dict[str, Any]:
     return document
 
 
-def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
+# A leaf's place in the tree is a tuple of keys, not a dotted string: a key of a free-form map
+# (a tag, a label such as app.kubernetes.io/part-of) may have dots in it.
+KeyPath = tuple[str, ...]
+
+
+def _set(tree: dict[str, Any], path: KeyPath | str, value: Any) -> None:
+    parts = path.split(".") if isinstance(path, str) else path
     node = tree
     for part in parts[:-1]:
         node = node.setdefault(part, {})
     node[parts[-1]] = value
 
 
-def _drop(tree: dict[str, Any], dotted: str) -> None:
-    parts = dotted.split(".")
+def _drop(tree: dict[str, Any], path: KeyPath | str) -> None:
+    parts = path.split(".") if isinstance(path, str) else path
     node: Any = tree
     for part in parts[:-1]:
         node = node.get(part) if isinstance(node, dict) else None
@@ -350,22 +359,27 @@ def _drop(tree: dict[str, Any], dotted: str) -> None:
         node.pop(parts[-1], None)
 
 
-def _leaves(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+def _leaves(tree: Mapping[str, Any], prefix: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
     for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value and _is_walked(dotted):
-            yield from _leaves(value, dotted + ".")
+        path = (*prefix, str(key))
+        if isinstance(value, dict) and value and _is_walked(path):
+            yield from _leaves(value, path)
         else:
-            yield dotted, value
+            yield path, value
 
 
-def _is_walked(dotted: str) -> bool:
+def _is_walked(path: KeyPath) -> bool:
     """Mappings (sections, tags, parameters) merge key by key across layers."""
-    try:
-        sub = schema_at(dotted)
-    except KeyError:
-        return False
-    return sub.get("type") == "object"
+    node: Mapping[str, Any] = load_schema()
+    for part in path:
+        props = node.get("properties", {})
+        if part in props:
+            node = props[part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return False
+    return node.get("type") == "object"
 
 
 def _merge_layer(
@@ -374,13 +388,13 @@ def _merge_layer(
     layer_leaves = dict(_leaves(layer))
     for first, second in EXCLUSIVE_KEYS:
         for mine, other in ((first, second), (second, first)):
-            if any(k == mine or k.startswith(mine + ".") for k in layer_leaves):
+            if any(".".join(k) == mine or ".".join(k).startswith(mine + ".") for k in layer_leaves):
                 _drop(merged, other)
                 for key in [k for k in sources if k == other or k.startswith(other + ".")]:
                     del sources[key]
-    for dotted, value in layer_leaves.items():
-        _set(merged, dotted, copy.deepcopy(value))
-        sources[dotted] = origin
+    for path, value in layer_leaves.items():
+        _set(merged, path, copy.deepcopy(value))
+        sources[".".join(path)] = origin
 
 
 def resolve(

@@ -22,6 +22,7 @@ from .common import emit, load_config, mask_url_credentials, report_error
 from .config_cmds import cmd_config_show, cmd_config_validate
 from .dvc_pull import cmd_dvc_pull
 from .evaluate import cmd_evaluate, run_gate
+from .manifests_cmd import MANIFEST_OPTIONS, cmd_manifests
 from .monitoring import MONITORED_VERBS, StageRun, _monitoring_config, _stage_of, monitored
 from .options import (
     ALIAS_OPTIONS,
@@ -125,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verifying.add_argument("image", help="the image by digest: <repository>@sha256:<hex>")
     verifying.add_argument("--json", action="store_true", help="print the checks as JSON")
+    generating = verb(
+        "manifests",
+        cmd_manifests,
+        "write the Kubernetes (Deployment, Service, HPA, PodMonitor) and KServe "
+        "(InferenceService) manifests that deploy a pushed image by digest, validated offline",
+        MANIFEST_OPTIONS,
+    )
+    generating.add_argument(
+        "--stdout",
+        action="store_true",
+        help="print one target's manifests as one YAML stream (kubectl apply -f -) instead of "
+        "writing files",
+    )
     verb(
         "promote",
         cmd_promote,

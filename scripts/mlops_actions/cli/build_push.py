@@ -11,6 +11,7 @@ from typing import Any
 from .. import gha, monitor
 from ..config import Config
 from ..errors import EXIT_OK
+from . import manifests_cmd
 from .common import _origin, _registry_client, _value, emit, load_config
 from .monitoring import _observe
 from .options import IMAGE_OPTIONS, MLFLOW_OPTIONS
@@ -41,6 +42,7 @@ def cmd_build_push(args: argparse.Namespace) -> int:
             mlflow_client, uri, given, config, Path(scratch)
         )
         model_digest = sbom.model_digest(model_dir)
+        deploy = manifests_cmd.check_for_build(config, push, repository, facts)
         alias = given.split("@", 1)[1] if "@" in given else ""
         tags = _image_tags(facts.version, alias, run_context.commit, config.get("image.tags") or [])
         spec = _build_spec(config, facts, model_dir, Path(scratch), repository, tags, run_context)
@@ -78,7 +80,7 @@ def cmd_build_push(args: argparse.Namespace) -> int:
             gha.add_summary(report.image_summary(outputs, facts, smoke, pushed=True))
             raise attestation.AttestationFailed.after(f"{repository}@{digest}", error) from None
         outputs.update(linked.outputs)
-    emit(outputs)
+    emit(outputs | manifests_cmd.write_for_build(deploy, outputs["image"], facts))
     _observe(monitor.image_samples(int(outputs["size-bytes"]), facts.version))
     gha.add_summary(report.image_summary(outputs, facts, smoke, pushed=bool(digest), linked=linked))
     return EXIT_OK
@@ -128,6 +130,7 @@ def _outputs(
         "model-version": version,
         # Filled in after the attestations are stored (empty without push or attestations).
         **dict.fromkeys(("sbom-file", "provenance-file", "sbom-digest", "provenance-digest"), ""),
+        "manifests-dir": "",  # filled in after the push (and the attestations)
     }
 
 
@@ -181,6 +184,7 @@ def _image_target(config: Config, args: argparse.Namespace) -> tuple[str, bool, 
             "image.repository is not set", "set the image input, e.g. ghcr.io/<owner>/<name>"
         )
     image.check_repository(repository, _origin(config, "image.repository"))
+    manifests_cmd.deploy_settings(config)  # deploy: in mlops.yaml, checked before any work
     if config.get("image.base_image"):
         image.check_reference(
             str(config.get("image.base_image")), _origin(config, "image.base_image")
