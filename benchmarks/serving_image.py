@@ -16,7 +16,9 @@ engine. Measured per side:
 - memory of the container after the load (cgroup usage minus inactive file cache, as
   `docker stats` reports it).
 
-Then, for ours alone: what attaching the SBOM and the provenance adds to build-push with a push
+Then, for ours alone: throughput of the Open Inference Protocol's infer route against
+`/invocations` with the same rows, in one container, in alternating rounds (`--only-protocols`
+measures just that); and what attaching the SBOM and the provenance adds to build-push with a push
 to Debian's docker-registry on loopback (attestations off and on in turn, the build cached, after
 a warm-up push); `--only-attestations` measures just that.
 
@@ -26,6 +28,7 @@ a single worker (`MLSERVING_WORKERS=1`), for comparison.
 
     .venv/bin/python benchmarks/serving_image.py [--json results.json] [--duration 15]
     .venv/bin/python benchmarks/serving_image.py --only-attestations [--attestation-runs 5]
+    .venv/bin/python benchmarks/serving_image.py --only-protocols [--protocol-rounds 5]
 
 Needs a running Docker engine, a Docker client that can build (`--docker-cli`), mmdebstrap,
 wrk, docker-registry, and network access to PyPI and Debian from build containers (MLflow's
@@ -382,30 +385,104 @@ def load_test(
     workdir: Path,
     environment: dict[str, str] | None = None,
 ) -> dict[str, float]:
+    with running(client, image, environment) as (container, port, _):
+        url = f"http://127.0.0.1:{port}/invocations"
+        wrk(url, body, connections, 3, workdir)  # warm-up
+        result = wrk(url, body, connections, duration, workdir)
+        memory = memory_mib(container)
+    return {**result, "memory_mib": memory}
+
+
+def wrk(
+    url: str, body: dict[str, Any], connections: int, duration: int, workdir: Path
+) -> dict[str, float]:
+    """POST `body` to `url` for `duration` seconds: requests per second, p50 and p99 (ms)."""
     script = workdir / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = {json.dumps(json.dumps(body))}\n"
     )
-    with running(client, image, environment) as (container, port, _):
-        url = f"http://127.0.0.1:{port}/invocations"
-        base = ["wrk", "-t", "2", "-c", str(connections), "--latency", "-s", str(script)]
-        subprocess.run([*base, "-d", "3", url], check=True, capture_output=True)  # warm-up
-        result = subprocess.run(
-            [*base, "-d", str(duration), url], check=True, capture_output=True, text=True
-        )
-        memory = memory_mib(container)
+    command = ["wrk", "-t", "2", "-c", str(connections), "--latency", "-s", str(script)]
+    result = subprocess.run(
+        [*command, "-d", str(duration), url], check=True, capture_output=True, text=True
+    )
     text = result.stdout
     if "Non-2xx" in text or "Socket errors" in text:
-        raise SystemExit(f"{image}: not every answer was a 200:\n{text}")
+        raise SystemExit(f"{url}: not every answer was a 200:\n{text}")
     latency = {}
     for line in text.splitlines():
         match = WRK_LINE.match(line)
         if match:
             latency[match.group(1)] = float(match.group(2)) * UNIT_MS[match.group(3)]
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
-    return {"rps": rate, "p50_ms": latency["50"], "p99_ms": latency["99"], "memory_mib": memory}
+    return {"rps": rate, "p50_ms": latency["50"], "p99_ms": latency["99"]}
+
+
+def v2_request(example: dict[str, Any]) -> dict[str, Any]:
+    """The serving example as an Open Inference Protocol request: a FP64 tensor per column."""
+    frame = example["dataframe_split"]
+    columns = list(zip(*frame["data"], strict=True))
+    return {
+        "inputs": [
+            {"name": name, "datatype": "FP64", "shape": [len(values)], "data": list(values)}
+            for name, values in zip(frame["columns"], columns, strict=True)
+        ]
+    }
+
+
+def protocol_throughput(
+    client: Any,
+    image: str,
+    example: dict[str, Any],
+    connections: int,
+    duration: int,
+    workdir: Path,
+    rounds: int,
+) -> dict[str, Any]:
+    """/invocations and V2 infer with the same rows in one container, in alternating rounds
+    (so drift on a busy machine hits both alike); medians of the rounds."""
+    bodies = {"invocations": example, "v2": v2_request(example)}
+    with running(client, image) as (_, port, _):
+        urls = {
+            "invocations": f"http://127.0.0.1:{port}/invocations",
+            "v2": f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer",
+        }
+        for side, body in bodies.items():
+            wrk(urls[side], body, connections, 3, workdir)  # warm-up
+        runs: dict[str, list[dict[str, float]]] = {side: [] for side in bodies}
+        for round_number in range(rounds):
+            log(f"protocols: round {round_number + 1} of {rounds}")
+            for side, body in bodies.items():
+                runs[side].append(wrk(urls[side], body, connections, duration, workdir))
+    result: dict[str, Any] = {"rounds": rounds, "duration_s": duration}
+    for side, values in runs.items():
+        result[side] = {
+            key: statistics.median(run[key] for run in values)
+            for key in ("rps", "p50_ms", "p99_ms")
+        }
+        result[side]["rps_all"] = [run["rps"] for run in values]
+    result["v2_over_invocations"] = result["v2"]["rps"] / result["invocations"]["rps"]
+    return result
+
+
+def protocol_markdown(protocols: dict[str, Any], connections: int) -> str:
+    lines = [
+        f"| route, {connections} connections, 5 rows per request | req/s (median of "
+        f"{protocols['rounds']}) | p50 (ms) | p99 (ms) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for side, label in (("invocations", "`/invocations` (dataframe_split)"),
+                        ("v2", "`/v2/models/{name}/infer` (a tensor per column)")):  # fmt: skip
+        values = protocols[side]
+        lines.append(
+            f"| {label} | {values['rps']:.0f} | {values['p50_ms']:.2f} | {values['p99_ms']:.2f} |"
+        )
+    lines.append(
+        f"\nV2 / `/invocations` throughput: {protocols['v2_over_invocations']:.3f} "
+        "(target: at least 0.90)."
+    )
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,6 +503,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the built images")
     parser.add_argument(
         "--attestation-runs", type=int, default=5, help="timed build-push runs per setting"
+    )
+    parser.add_argument(
+        "--protocol-rounds", type=int, default=5, help="alternating rounds per protocol"
+    )
+    parser.add_argument(
+        "--only-protocols",
+        action="store_true",
+        help="measure only V2 infer against /invocations on our image (no MLflow build)",
     )
     parser.add_argument(
         "--only-attestations",
@@ -472,6 +557,11 @@ def main() -> int:
             write_json(args.json, results)
             return 0
 
+        if args.only_protocols:
+            results["protocols"] = only_protocols(client, env, workdir, example, args)
+            write_json(args.json, results)
+            return 0
+
         sides: dict[str, dict[str, Any]] = {"mlflow": {}, "ours": {}}
         for side, build in (("mlflow", build_mlflow), ("ours", build_ours)):
             prune_build_cache(client, args.docker_cli)
@@ -508,6 +598,11 @@ def main() -> int:
             workdir,
             {"MLSERVING_WORKERS": "1"},
         )
+        log("ours: /invocations against V2 infer")
+        results["protocols"] = protocol_throughput(
+            client, sides["ours"]["image"], example, args.connections, args.duration, workdir,
+            args.protocol_rounds,
+        )  # fmt: skip
         results["attestations"] = attestation_cost(
             client, env, workdir, args.docker_cli, args.attestation_runs
         )
@@ -518,6 +613,20 @@ def main() -> int:
     print(markdown(results))
     write_json(args.json, results)
     return 0
+
+
+def only_protocols(
+    client: Any, env: dict[str, str], workdir: Path, example: dict[str, Any], args: Any
+) -> dict[str, Any]:
+    log("ours: build of version 1")
+    ours = build_ours(1, env, workdir, args.docker_cli)
+    protocols = protocol_throughput(
+        client, ours, example, args.connections, args.duration, workdir, args.protocol_rounds
+    )
+    print(protocol_markdown(protocols, args.connections))
+    if not args.keep:
+        remove_images(client, OURS_REPOSITORY)
+    return protocols
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -546,6 +655,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {ratio:.2f} | {target} | {extra} |"
         )
     lines.append(f"\nBase image: {results['base_mb']:.0f} MB.")
+    if "protocols" in results:
+        lines += ["", protocol_markdown(results["protocols"], results["connections"])]
     if "attestations" in results:
         lines += ["", attestation_markdown(results["attestations"])]
     return "\n".join(lines)

@@ -349,7 +349,7 @@ def objects(image: str, model: Model, settings: DeploySettings) -> dict[str, dic
             },
             "template": {
                 "metadata": {"labels": dict(labels), "annotations": pod_annotations},
-                "spec": _pod(image, settings, CONTAINER, "http", kserve=False),
+                "spec": _pod(image, settings, CONTAINER, "http", kserve=False, name=name),
             },
         },
     }
@@ -417,18 +417,34 @@ def _inference_service(
         "spec": {
             "predictor": {
                 **scaling,
-                **_pod(image, settings, KSERVE_CONTAINER, "http1", kserve=True),
+                **_pod(
+                    image,
+                    settings,
+                    KSERVE_CONTAINER,
+                    "http1",
+                    kserve=True,
+                    name=metadata["name"],
+                ),
             }
         },
     }
 
 
 def _pod(
-    image: str, settings: DeploySettings, container: str, port_name: str, *, kserve: bool
+    image: str,
+    settings: DeploySettings,
+    container: str,
+    port_name: str,
+    *,
+    kserve: bool,
+    name: str,
 ) -> dict[str, Any]:
     env: list[dict[str, Any]] = []
     if kserve:
         env.append({"name": "PROTOCOL", "value": "v2"})  # KServe: the custom container's protocol
+    # V2 clients may call the model by its Kubernetes name (/v2/models/<name>/infer), as KServe's
+    # examples do, beside its registered name.
+    env.append({"name": "MLSERVING_PROTOCOL_MODEL_NAME", "value": name})
     if settings.workers is not None:
         env.append({"name": "MLSERVING_WORKERS", "value": str(settings.workers)})
     elif "cpu" in settings.limits:

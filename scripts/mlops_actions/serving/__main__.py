@@ -10,6 +10,8 @@ Settings come from the environment, so `docker run -e` changes them without a re
   MLSERVING_TIMEOUT_SECONDS  longest prediction before 504 (default 60)
   MLSERVING_GRACEFUL_SECONDS time given to in-flight requests on SIGTERM (default 30)
   MLSERVING_LOG_LEVEL        log level (default info)
+  MLSERVING_MODEL_NAME / _VERSION  the model's name and version (/version, V2 routes, metrics)
+  MLSERVING_PROTOCOL_MODEL_NAME    another name the V2 routes answer to
 """
 
 from __future__ import annotations
