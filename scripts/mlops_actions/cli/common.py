@@ -163,6 +163,22 @@ URL_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_PUSHGATEWA
 URL_INPUTS = ("tracking-uri", "registry-uri", "pushgateway-url")
 
 
+def oci_registry(args: argparse.Namespace, repository: str) -> Any:
+    """An OCI client for the repository's registry, with `--registry-username` (or
+    REGISTRY_USERNAME) and REGISTRY_PASSWORD, the password masked before anything is logged."""
+    from .. import image, oci
+
+    username = _value(args, "registry-username") or os.environ.get("REGISTRY_USERNAME", "")
+    password = os.environ.get("REGISTRY_PASSWORD", "")
+    gha.mask(password)
+    if username and not password:
+        raise ConfigError(
+            "registry-username is set but there is no password",
+            "pass the password or token in the REGISTRY_PASSWORD environment variable",
+        )
+    return oci.OciRegistry(image.registry_of(repository), username, password)
+
+
 def mask_url_credentials(args: argparse.Namespace) -> None:
     """A password (or a token given as a user name) written into a URL stays out of every log."""
     from ..tracking import url_secrets

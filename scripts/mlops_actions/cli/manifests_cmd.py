@@ -13,7 +13,7 @@ from typing import Any
 from .. import gha
 from ..config import Config
 from ..errors import EXIT_OK, ConfigError
-from .common import _value, _where, emit, load_config
+from .common import _value, _where, emit, load_config, oci_registry
 from .options import Option
 
 TARGETS = ("all", "kubernetes", "kserve")
@@ -106,21 +106,13 @@ def deploy_settings(config: Config) -> Any:
 
 def _model(args: argparse.Namespace, image_ref: str) -> Any:
     """The model the image serves: the options, else the image's labels in its registry."""
-    from .. import image, manifests, oci
+    from .. import manifests
 
     name, version = _value(args, "model-name"), _value(args, "model-version")
     if name and version:
         return manifests.Model(name, version)
     repository, _, digest = image_ref.partition("@")
-    username = _value(args, "registry-username") or os.environ.get("REGISTRY_USERNAME", "")
-    password = os.environ.get("REGISTRY_PASSWORD", "")
-    gha.mask(password)
-    if username and not password:
-        raise ConfigError(
-            "registry-username is set but there is no password",
-            "pass the password or token in the REGISTRY_PASSWORD environment variable",
-        )
-    client = oci.OciRegistry(image.registry_of(repository), username, password)
+    client = oci_registry(args, repository)
     labels = (client.image_config(repository, digest).get("config") or {}).get("Labels") or {}
     return manifests.Model(
         name or str(labels.get(NAME_LABEL) or ""),

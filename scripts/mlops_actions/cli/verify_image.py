@@ -4,12 +4,11 @@ the registry, parse, name this digest and the model version the image serves."""
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from .. import gha
 from ..errors import EXIT_OK, ConfigError
-from .common import _registry_client, _value, load_config
+from .common import _registry_client, _value, load_config, oci_registry
 from .options import MLFLOW_OPTIONS, Option
 
 VERIFY_OPTIONS = (
@@ -25,21 +24,13 @@ VERIFY_OPTIONS = (
 
 def cmd_verify_image(args: argparse.Namespace) -> int:
     """Exit 0 when every check passes, 1 (naming the failed checks) when one does not."""
-    from .. import attestation, image, oci
+    from .. import attestation
 
     config = load_config(args, VERIFY_OPTIONS)
     repository, digest = split_digest_reference(str(args.image or ""))
-    username = _value(args, "registry-username") or os.environ.get("REGISTRY_USERNAME", "")
-    password = os.environ.get("REGISTRY_PASSWORD", "")
-    gha.mask(password)
-    if username and not password:
-        raise ConfigError(
-            "registry-username is set but there is no password",
-            "pass the password or token in the REGISTRY_PASSWORD environment variable",
-        )
+    client = oci_registry(args, repository)  # credentials checked before MLflow is asked
     wanted = _value(args, "model-uri")
     expected = _expected_model(config, wanted) if wanted else None
-    client = oci.OciRegistry(image.registry_of(repository), username, password)
     result = attestation.verify(client, repository, digest, expected)
     if args.json:
         print(attestation.dumps(result))
