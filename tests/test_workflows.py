@@ -22,6 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
+from mlops_actions import relay
 from tests.conftest import (
     GITHUB_TEST_TOKEN,
     REGISTRY_PASSWORD,
@@ -263,6 +264,7 @@ def test_act_files_match_the_workflows() -> None:
         "push": "push.json",
         "schedule": "schedule.json",
         "workflow_dispatch": "rollback.json",
+        "repository_dispatch": "repository_dispatch.json",
     }
     for path in TEMPLATES:
         for trigger in load(path)["on"]:
@@ -270,6 +272,22 @@ def test_act_files_match_the_workflows() -> None:
     rollback = json.loads((EVENTS / "rollback.json").read_text())
     declared = load(TEMPLATES_DIR / "mlops-rollback.yml")["on"]["workflow_dispatch"]["inputs"]
     assert set(rollback["inputs"]) == set(declared)
+    # The dispatch example is what the relay sends: its event type and client_payload keys.
+    dispatch = json.loads((EVENTS / "repository_dispatch.json").read_text())
+    on_dispatch = load(TEMPLATES_DIR / "mlops-deploy-on-alias.yml")["on"]["repository_dispatch"]
+    assert on_dispatch["types"] == [dispatch["action"]] == [relay.EVENT_TYPE]
+    example = relay.parse_event(
+        json.dumps(
+            {
+                "entity": "model_version_alias",
+                "action": "created",
+                "timestamp": dispatch["client_payload"]["moved_at"],
+                "data": {"name": "iris-classifier", "alias": "champion", "version": "1"},
+            }
+        ).encode()
+    )
+    delivery = relay.Delivery(dispatch["client_payload"]["delivery_id"], 1_800_000_000)
+    assert dispatch["client_payload"] == relay.client_payload(example, delivery)
     actrc = (ROOT / "act" / "actrc.example").read_text()
     assert "-P ubuntu-latest=-self-hosted" in actrc
     assert f"--local-repository your-org/mlops-actions@{'0' * 40}=" in actrc
@@ -637,6 +655,162 @@ def test_main_template_promotes_after_approval_and_rollback_restores(
     assert gateway.value("mlops_stage_success", stage="release", pipeline=model) == 1
     assert gateway.value("mlops_stage_last_run_timestamp_seconds", stage="release") == released
     assert gateway.value("mlops_gate_passed", pipeline=model) == 0
+
+
+def register_moved_version(tracking_uri: str, model: str, alias: str) -> str:
+    """A real Iris model version, registered and given `alias` outside the suite (as someone in
+    the MLflow UI would): the move the relay turns into a repository_dispatch."""
+    import mlflow
+    import mlflow.sklearn
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = load_iris(return_X_y=True, as_frame=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(model)
+    with mlflow.start_run():
+        fitted = LogisticRegression(max_iter=300).fit(features, target)
+        info = mlflow.sklearn.log_model(
+            fitted, name="model", input_example=features.head(2), registered_model_name=model
+        )
+    version = str(info.registered_model_version)
+    client(tracking_uri).set_registered_model_alias(model, alias, version)
+    return version
+
+
+def alias_moved_event(model: str, alias: str, version: str, delivery_id: str) -> dict[str, Any]:
+    """The repository_dispatch event the relay sends for MLflow's model_version_alias.created."""
+    body = json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "timestamp": "2027-01-15T08:00:00+00:00",
+            "data": {"name": model, "alias": alias, "version": version},
+        }
+    ).encode()
+    payload = relay.client_payload(
+        relay.parse_event(body), relay.Delivery(delivery_id, 1_800_000_000)
+    )
+    return event("repository_dispatch.json", client_payload=payload)
+
+
+def deploy_run(project: Path, payload: dict[str, Any], home: Path, **variables: str) -> Workflow:
+    return Workflow(
+        TEMPLATES_DIR / "mlops-deploy-on-alias.yml",
+        project,
+        "repository_dispatch",
+        payload,
+        clean_env(home),
+        vars=variables,
+        secrets={"REGISTRY_PASSWORD": REGISTRY_PASSWORD},
+        github={
+            "repository": "acme/iris",
+            "sha": commit_sha(project) if (project / ".git").exists() else "0" * 40,
+            "ref": "refs/heads/main",
+            "ref_name": "main",
+            "actor": "mlops-relay[bot]",
+            "token": "ghs_not-used-by-these-jobs",
+        },
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_deploy_on_alias_template_builds_the_version_an_mlflow_alias_moved_to(
+    tmp_path: Path,
+    mlflow_server: str,
+    docker_client: Any,
+    base_image: str,
+    auth_registry: str,
+) -> None:
+    from mlops_actions import oci
+
+    # A name with a quote and a non-ASCII letter: it must reach MLflow and the image intact.
+    model = unique("Modèle 'iris'")
+    project = user_project(tmp_path, "iris-deploy")
+    version = register_moved_version(mlflow_server, model, "staging")
+    repository = f"acme/{unique('iris-deploy')}"
+    payload = alias_moved_event(model, "staging", version, "5d1c0a3e-delivery")
+    assert payload["client_payload"]["model_uri"] == f"models:/{model}/{version}"
+
+    run = deploy_run(
+        project,
+        payload,
+        tmp_path / "home",
+        MLFLOW_TRACKING_URI=mlflow_server,
+        SERVING_IMAGE=f"{auth_registry}/{repository}",
+        SERVING_BASE_IMAGE=base_image,
+        REGISTRY_USERNAME=REGISTRY_USER,
+    )
+    job = run.run()["build-push"]
+    assert job.result == "success", job.log[-5000:]
+    assert job.step("event").outputs == {
+        "model": model,
+        "version": version,
+        "alias": "staging",
+        "model-uri": f"models:/{model}/{version}",
+    }
+    image = job.outputs["image"]
+    assert image.startswith(f"{auth_registry}/{repository}@sha256:")
+    digest = image.split("@", 1)[1]
+    assert job.outputs["model-version"] == version
+    # The registry holds that digest under the alias's tag and the version's, and its labels
+    # name the model version the alias moved to.
+    for tag in ("staging", f"v{version}"):
+        assert registry_digest(auth_registry, repository, tag) == digest, tag
+    registry = oci.OciRegistry(auth_registry, REGISTRY_USER, REGISTRY_PASSWORD)
+    labels = registry.image_config(f"{auth_registry}/{repository}", digest)["config"]["Labels"]
+    assert labels["io.mlops-actions.model.name"] == model
+    assert labels["io.mlops-actions.model.version"] == version
+    assert client(mlflow_server).get_model_version(model, version).tags["mlops.image.digest"] == (
+        digest
+    )
+    # GitHub's signing gets the pushed digest (act or not, nothing else is signed).
+    signing = [s for s in job.steps if s.uses.startswith("actions/attest@")]
+    assert [s.with_["subject-digest"] for s in signing] == [digest, digest]
+    # The summary the user reads names the model, version, alias, digest and who moved it.
+    summary = job.summary
+    assert "| model | Modèle 'iris'-" in summary
+    assert f"| version | {version} |" in summary
+    assert "| alias | staging |" in summary
+    assert f"| image digest | `{digest}` |" in summary
+    assert "| moved by | mlflow-webhook at 2027-01-15T08:00:00+00:00 (delivery" in summary
+    assert "5d1c0a3e-delivery" in summary
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"version": "7; touch pwned"}, "the event's version is not a registry version number"),
+        ({"version": "v7"}, "the event's version is not a registry version number"),
+        ({"model": None}, "the event's client_payload names no model"),
+        ({"alias": "$(touch pwned)"}, "the event's alias is empty or not usable as an image tag"),
+        (
+            {"model_uri": "models:/other/1"},
+            "the event's model_uri is not models:/<model>/<version>",
+        ),
+    ],
+    ids=["version-not-digits", "version-tag", "no-model", "alias-shell", "uri-mismatch"],
+)
+def test_deploy_on_alias_template_refuses_a_bad_event_before_building(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    """A payload from whoever may dispatch: checked in the shell through env, never run."""
+    payload = alias_moved_event('Modèle "iris" $(touch pwned)', "champion", "7", "d-1")
+    for key, value in change.items():
+        if value is None:
+            del payload["client_payload"][key]
+        else:
+            payload["client_payload"][key] = value
+    job = deploy_run(tmp_path, payload, tmp_path / "home").run_job("build-push")
+    assert job.result == "failure"
+    read, *rest = job.steps
+    assert read.outcome == "failure"
+    assert f"::error title=mlops-alias-moved event::{message}" in read.log, read.log
+    assert [s.outcome for s in rest] == ["skipped"] * len(rest)
+    assert job.step("image").outcome == "skipped"  # nothing built
+    assert not (tmp_path / "pwned").exists()
 
 
 def commit_sha(project: Path) -> str:
