@@ -741,7 +741,13 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(
                 if has_data(answer):
                     results[where] = answer
             empty = [where for where, _expr in queries if where not in results]
-            if (queries and not empty) or time.monotonic() > deadline:
+            # The error panel has (primed) zero series from the start, so wait until rate()
+            # has seen the bad requests as well.
+            errors_seen = all(
+                by_label(results.get("Errors by type A", []), "error_type").get((kind,), 0) > 0
+                for kind in ("bad_request", "unsupported_media_type")
+            )
+            if (queries and not empty and errors_seen) or time.monotonic() > deadline:
                 break
             time.sleep(1)
         assert not missing, f"dashboard variables without values: {missing}"
