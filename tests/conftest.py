@@ -71,10 +71,18 @@ class Service:
     workdir: Path
 
 
-def start_service(argv: list[str], health: str, workdir: Path, timeout: float = 120) -> Service:
+def start_service(
+    argv: list[str],
+    health: str,
+    workdir: Path,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> Service:
     log = workdir / "service.log"
     with log.open("wb") as sink:
-        process = subprocess.Popen(argv, cwd=workdir, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            argv, cwd=workdir, stdout=sink, stderr=subprocess.STDOUT, env=env
+        )
     try:
         wait_http(health, process, timeout, log)
     except RuntimeError:
@@ -186,7 +194,9 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def start_mlflow_server(store_uri: str, workdir: Path, port: int | None = None) -> Service:
+def start_mlflow_server(
+    store_uri: str, workdir: Path, port: int | None = None, env: dict[str, str] | None = None
+) -> Service:
     mlflow = BIN / "mlflow"
     if not mlflow.exists():
         service_unavailable("mlflow server (install the dev dependencies)")
@@ -209,6 +219,7 @@ def start_mlflow_server(store_uri: str, workdir: Path, port: int | None = None) 
         f"http://127.0.0.1:{port}/health",
         workdir,
         timeout=180,
+        env=env,
     )
 
 

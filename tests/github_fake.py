@@ -41,6 +41,7 @@ class FakeGitHub:
     statuses: list[dict[str, Any]] = field(default_factory=list)
     dispatches: list[dict[str, Any]] = field(default_factory=list)
     forbidden: set[str] = field(default_factory=set)  # "POST check-runs", "POST comments", ...
+    unavailable: int = 0  # the next N dispatch requests get GitHub's 503 (an outage)
     _ids: Any = field(default_factory=lambda: itertools.count(1_000_001))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -120,11 +121,17 @@ class FakeGitHub:
             self.statuses.append(status)
             return 201, status
         if re.fullmatch(r"/repos/([^/]+/[^/]+)/dispatches", route) and method == "POST":
-            if "POST dispatches" in self.forbidden:
-                return 403, FORBIDDEN_BODY
-            self.dispatches.append(body)
-            return 204, None
+            return self._dispatch(body)
         return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+
+    def _dispatch(self, body: Any) -> tuple[int, Any]:
+        if "POST dispatches" in self.forbidden:
+            return 403, FORBIDDEN_BODY
+        if self.unavailable > 0:
+            self.unavailable -= 1
+            return 503, {"message": "Service Unavailable"}
+        self.dispatches.append(body)
+        return 204, None
 
     # ------------------------------------------------------------------------- server
 

@@ -68,19 +68,6 @@ def test_bad_deliveries_are_refused(change: dict, status: int, reason: str) -> N
     assert SECRET not in str(refused.value)
 
 
-def test_a_replayed_delivery_is_claimed_once_until_released_or_forgotten() -> None:
-    guard = relay.ReplayGuard(ttl=600, capacity=3)
-    assert guard.claim("a", now=0)
-    assert not guard.claim("a", now=10)
-    guard.release("a")
-    assert guard.claim("a", now=20)
-    assert guard.claim("b", now=700)  # "a" is older than the ttl: forgotten
-    assert guard.claim("a", now=701)
-    for name in ("c", "d", "e"):
-        assert guard.claim(name, now=702)
-    assert guard.claim("b", now=703)  # pushed out by capacity
-
-
 def test_rules_and_the_dispatch_payload() -> None:
     event = relay.parse_event(json.dumps(ALIAS_MOVED).encode())
     rules = relay.Rules(models=("Modèle*",), aliases=("champion",))
@@ -105,3 +92,33 @@ def test_rules_and_the_dispatch_payload() -> None:
     assert len(payload) <= 10
     with pytest.raises(relay.Refused, match="not JSON"):
         relay.parse_event(b"{")
+
+
+def test_a_suite_history_entry_explains_one_move_to_its_version_near_its_time() -> None:
+    from mlops_actions import promote
+
+    def entry(seq: int, version: str, at: str, promotion_id: str) -> promote.Move:
+        return promote.Move(seq, "champion", None, version, "promote", at, id=promotion_id)
+
+    moves = [
+        entry(1, "2", "2027-01-15T07:00:00+00:00", "old"),
+        entry(2, "7", "2027-01-15T07:59:58+00:00", "p7"),
+        entry(3, "8", "2027-01-15T08:00:30+00:00", "p8"),  # a later move, already in history
+    ]
+    event = relay.parse_event(json.dumps(ALIAS_MOVED).encode())  # version 7 at 08:00:00
+    moved_at = relay.event_time(event, relay.Delivery("d", 0))
+    claimed: set[str] = set()
+
+    def explained(promotion_id: str) -> bool:
+        if promotion_id in claimed:
+            return False
+        claimed.add(promotion_id)
+        return True
+
+    assert relay.suite_move(moves, event, moved_at, explained).id == "p7"
+    assert relay.suite_move(moves, event, moved_at, explained) is None  # moved back by a person
+    far = relay.event_time(event, relay.Delivery("d", 0)) + 3600
+    claimed.clear()
+    assert relay.suite_move(moves, event, far, explained) is None  # an old entry explains nothing
+    bad_time = relay.Event("model_version_alias", "created", "m", "7", "champion", "not a time")
+    assert relay.event_time(bad_time, relay.Delivery("d", 1_800_000_000)) == 1_800_000_000

@@ -62,7 +62,9 @@ def _truncate(text: str, limit: int) -> str:
 
 
 class GitHubReporter:
-    def __init__(self, target: Target, *, timeout: int = 15, retries: int = 3) -> None:
+    def __init__(
+        self, target: Target, *, timeout: int = 15, retries: int = 3, write_interval: float = 1.0
+    ) -> None:
         from github import Auth, Github, GithubRetry
 
         self.target = target
@@ -70,9 +72,15 @@ class GitHubReporter:
             auth=Auth.Token(target.token),
             base_url=target.api_url.rstrip("/"),
             timeout=timeout,
-            retry=GithubRetry(total=retries, backoff_factor=1, max_rate_limit_wait=60),
+            # None: the caller retries (the relay, with its own backoff and record).
+            retry=GithubRetry(total=retries, backoff_factor=1, max_rate_limit_wait=60)
+            if retries
+            else None,
             per_page=100,
             lazy=True,
+            # GitHub's advice against its secondary rate limits: a second between writes.
+            seconds_between_writes=write_interval,
+            seconds_between_requests=min(0.25, write_interval),
         )
 
     def _repo(self) -> Repository:
@@ -177,4 +185,10 @@ class GitHubReporter:
     def dispatch(self, event_type: str, payload: dict[str, str]) -> None:
         """A repository_dispatch event, e.g. to start a deployment workflow."""
         with self._calling(f"sending repository_dispatch '{event_type}'", "contents: write"):
-            self._repo().create_repository_dispatch(event_type, payload)
+            # Not Repository.create_repository_dispatch: it returns False on a 4xx or 5xx, and
+            # a refused event must not pass for a sent one.
+            self._github.requester.requestJsonAndCheck(
+                "POST",
+                f"/repos/{self.target.repository}/dispatches",
+                input={"event_type": event_type, "client_payload": payload},
+            )

@@ -1,12 +1,17 @@
 """The pure core of `mlops-actions relay`: MLflow registry webhooks in, GitHub
-repository_dispatch events out (issue 18; work in progress, not wired to a CLI verb yet).
+repository_dispatch events out. The service around it is `relay_app`.
 
 MLflow (3.3+) signs a delivery as Standard Webhooks do: `X-MLflow-Signature: v1,<base64 of
 HMAC-SHA256(secret, "<delivery id>.<timestamp>.<body>")>`, with `X-MLflow-Delivery-Id` (a UUID
 per delivery, the same on MLflow's own HTTP retries) and `X-MLflow-Timestamp` (Unix seconds).
 A delivery is taken only when the signature matches, the timestamp is within the tolerance of
 now, and its id has not been taken before (MLflow retries a delivery whose answer was slow or
-lost: one move must make one dispatch).
+lost: one move must make one dispatch; the outbox in `relay_app` remembers the ids).
+
+A move made by the suite's own promote is not relayed: that workflow already builds (or sends its
+own dispatch), and two builds of one move is the loop the relay must not start. promote writes
+its history entry (with a promotion id) before it moves the alias, so by the time MLflow's webhook
+arrives the registry says who moved it; `suite_move` reads that.
 """
 
 from __future__ import annotations
@@ -16,17 +21,17 @@ import fnmatch
 import hashlib
 import hmac
 import json
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 SIGNATURE_HEADER = "x-mlflow-signature"
 TIMESTAMP_HEADER = "x-mlflow-timestamp"
 DELIVERY_ID_HEADER = "x-mlflow-delivery-id"
 SIGNATURE_VERSION = "v1"
+DEFAULT_SUITE_WINDOW_SECONDS = 900  # a suite's history entry explains a move this close to it
 DEFAULT_TOLERANCE_SECONDS = 300  # Standard Webhooks' advice: five minutes either way
 ALIAS_CREATED = ("model_version_alias", "created")
 EVENT_TYPE = "mlops-alias-moved"  # the repository_dispatch event type the template listens to
@@ -81,35 +86,6 @@ def verify(
             401, "stale", f"the delivery is {age:.0f} s old; the tolerance is {tolerance} s"
         )
     return Delivery(delivery_id, int(timestamp))
-
-
-class ReplayGuard:
-    """Delivery ids taken in the last `ttl` seconds (at most `capacity`): a second claim of one
-    id is refused. The ttl must exceed the signature tolerance, so that a replay is either
-    stale or remembered."""
-
-    def __init__(self, ttl: float = 2 * DEFAULT_TOLERANCE_SECONDS, capacity: int = 100_000):
-        self.ttl = ttl
-        self.capacity = capacity
-        self._seen: OrderedDict[str, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def claim(self, delivery_id: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            while self._seen and (
-                next(iter(self._seen.values())) < now - self.ttl or len(self._seen) >= self.capacity
-            ):
-                self._seen.popitem(last=False)
-            if delivery_id in self._seen:
-                return False
-            self._seen[delivery_id] = now
-            return True
-
-    def release(self, delivery_id: str) -> None:
-        """Forget a claim whose dispatch failed, so that MLflow's retry may try again."""
-        with self._lock:
-            self._seen.pop(delivery_id, None)
 
 
 @dataclass(frozen=True)
@@ -180,3 +156,39 @@ def client_payload(event: Event, delivery: Delivery) -> dict[str, str]:
         "moved_at": event.timestamp,
     }
     return {key: value for key, value in payload.items() if value}
+
+
+def event_time(event: Event, delivery: Delivery) -> float:
+    """When the alias moved: the payload's ISO time, else the signed delivery time."""
+    try:
+        moved = datetime.fromisoformat(event.timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return float(delivery.timestamp)
+    if moved.tzinfo is None:
+        moved = moved.replace(tzinfo=timezone.utc)
+    return moved.timestamp()
+
+
+def suite_move(
+    moves: Sequence[Any],
+    event: Event,
+    moved_at: float,
+    explained: Callable[[str], bool],
+    window: float = DEFAULT_SUITE_WINDOW_SECONDS,
+) -> Any:
+    """The suite's history entry that explains this move, or None (moved by someone else).
+
+    `moves` are promote's history entries of the event's alias (pending ones too: promote writes
+    the entry before it moves the alias). An entry explains the newest unexplained move to its
+    version within `window` seconds of its time, and only one: `explained(promotion_id)` claims
+    it, so a person who moves the alias back to that version later is relayed."""
+    for move in reversed(list(moves)):
+        if move.to_version != event.version or not move.id:
+            continue
+        try:
+            at = datetime.fromisoformat(move.at.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+        if abs(moved_at - at) <= window and explained(move.id):
+            return move
+    return None

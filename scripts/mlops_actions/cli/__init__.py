@@ -49,6 +49,7 @@ from .registry_cmds import (
     cmd_rollback,
     run_promote,
 )
+from .relay_cmds import add_relay_verbs
 from .training import cmd_train, run_train
 from .verify_image import VERIFY_OPTIONS, cmd_verify_image
 
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     unlock = registry_verbs.add_parser("unlock", help="remove a lock a crashed promotion left")
     _add_options(unlock, (CONFIG_OPTION, *MLFLOW_OPTIONS, *ALIAS_OPTIONS))
     unlock.set_defaults(handler=cmd_registry_unlock)
+    add_relay_verbs(verbs, CONFIG_OPTION, _add_options)
     pushing = verb(
         "push-metrics",
         cmd_push_metrics,
