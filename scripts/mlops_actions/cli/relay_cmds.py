@@ -17,6 +17,7 @@ from .. import gha, relay
 from ..errors import EXIT_OK, ConfigError, ServiceError
 from .common import _registry_client, _value, emit, load_config
 from .options import MLFLOW_OPTIONS, Option
+from .relay_image_cmd import add_relay_image_verb
 
 SECRET_VARIABLE = "MLOPS_RELAY_SECRET"  # noqa: S105 - a variable name
 MIN_SECRET_LENGTH = 16
@@ -91,6 +92,7 @@ def add_relay_verbs(verbs: Any, config_option: Option, add_options: Any) -> None
         "--test", action="store_true", help="then have MLflow send a test delivery to the relay"
     )
     register.set_defaults(handler=cmd_relay_register)
+    add_relay_image_verb(actions, add_options)
 
 
 def webhook_secret() -> str:
