@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,46 +142,39 @@ def test_bad_arguments_are_named_before_anything_is_built(tmp_path: Path) -> Non
     assert "'a b' is not an image tag" in tag.output
 
 
-@pytest.mark.docker
-def test_build_smoke_push_then_the_pushed_image_relays_one_delivery(
-    docker_client: Any, base_image: str, registry: str, github: FakeGitHub, tmp_path: Path
-) -> None:
-    repository = f"{registry}/acme/mlops-relay"
-    started = time.monotonic()
-    argv = ["relay", "image", "--repository", repository, "--tag", "t1"]
+@dataclass
+class Pushed:
+    outputs: dict[str, str]
+    output: str
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def pushed(
+    docker_client: Any, base_image: str, registry: str, tmp_path_factory: pytest.TempPathFactory
+) -> Pushed:
+    """`relay image --push` once for the module: built, smoke-tested, pushed."""
+    workdir = tmp_path_factory.mktemp("relay-image")
+    argv = ["relay", "image", "--repository", f"{registry}/acme/mlops-relay", "--tag", "t1"]
     argv += ["--base-image", base_image, "--push"]
     argv += ["--extra-ca", CA_BUNDLE] if CA_BUNDLE else []
-    built = run_cli(argv, tmp_path, clean_env(tmp_path), timeout=900)
-    took = time.monotonic() - started
+    started = time.monotonic()
+    built = run_cli(argv, workdir, clean_env(workdir), timeout=900)
     assert built.returncode == 0, built.output[-4000:]
-    outputs = built.outputs()
-    digest = outputs["digest"]
-    assert digest.startswith("sha256:")
-    assert outputs["image"] == f"{repository}@{digest}"
-    assert "smoke test passed" in built.output
-    assert "MLOPS_RELAY_SECRET=" not in built.output
-    assert "GITHUB_TOKEN=" not in built.output
+    return Pushed(built.outputs(), built.output, time.monotonic() - started)
 
-    config = docker_client.images.get(outputs["image-id"]).attrs["Config"]
-    assert config["User"] == "10001"
-    assert config["Labels"]["org.opencontainers.image.title"] == "mlops-actions relay"
-    assert config["Labels"]["org.opencontainers.image.version"] == __version__
-    assert re.fullmatch(r"[0-9a-f]{40}", config["Labels"]["org.opencontainers.image.revision"])
-    size = int(outputs["size-bytes"])
-    print(f"relay image: {size / 1e6:.0f} MB (base {base_image}); built in {took:.0f} s")
 
-    # Pulled by digest from the registry, it is the image that was built.
-    docker_client.images.remove(f"{repository}:t1", force=True)
-    pulled = docker_client.images.pull(outputs["image"])
-    assert pulled.id == outputs["image-id"]
-
-    # Run by digest as a restricted pod, on the host's network to reach the GitHub fake on
-    # loopback; one signed delivery makes exactly one dispatch.
+def run_relay(
+    docker_client: Any, reference: str, github: FakeGitHub, *arguments: str
+) -> tuple[Any, str]:
+    """The image by digest as a restricted pod runs it (non-root, read-only root, no
+    capabilities, tmpfs for /tmp and the state), on the host's network to reach the GitHub
+    fake (and MLflow) on loopback; the container and its URL once /healthz answers."""
     port = free_port()
-    command = ["--include-suite-moves", "--model", "*", "--repository", REPOSITORY]
+    listen = ["--host", "127.0.0.1", "--port", str(port)]
     container = docker_client.containers.run(
-        outputs["image"],
-        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        reference,
+        ["--repository", REPOSITORY, "--model", "*", *arguments, *listen],
         detach=True,
         network_mode="host",
         user="10001:10001",
@@ -196,22 +191,94 @@ def test_build_smoke_push_then_the_pushed_image_relays_one_delivery(
             "GITHUB_API_URL": github.url,
         },
     )
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _healthy(url, container), timeout=60, what="the relay's /healthz")
+    except BaseException:
+        container.remove(force=True, v=True)
+        raise
+    return container, url
+
+
+def post(url: str, headers: dict[str, str], body: bytes) -> int:
+    request = urllib.request.Request(f"{url}/webhook", data=body, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return int(answer.status)
+
+
+def assert_no_secret_logged(container: Any) -> None:
+    logs = container.logs().decode(errors="replace")
+    assert SECRET not in logs
+    assert GITHUB_TEST_TOKEN not in logs
+
+
+@pytest.mark.docker
+def test_build_smoke_push_then_the_pushed_image_relays_one_delivery(
+    docker_client: Any, pushed: Pushed, registry: str, github: FakeGitHub
+) -> None:
+    outputs, repository = pushed.outputs, f"{registry}/acme/mlops-relay"
+    digest = outputs["digest"]
+    assert digest.startswith("sha256:")
+    assert outputs["image"] == f"{repository}@{digest}"
+    assert "smoke test passed" in pushed.output
+    assert "MLOPS_RELAY_SECRET=" not in pushed.output
+    assert "GITHUB_TOKEN=" not in pushed.output
+
+    config = docker_client.images.get(outputs["image-id"]).attrs["Config"]
+    assert config["User"] == "10001"
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.title"] == "mlops-actions relay"
+    assert labels["org.opencontainers.image.version"] == __version__
+    assert re.fullmatch(r"[0-9a-f]{40}", labels["org.opencontainers.image.revision"])
+    size = int(outputs["size-bytes"])
+    print(
+        f"relay image: {size / 1e6:.0f} MB; built, smoke-tested, pushed in {pushed.seconds:.0f} s"
+    )
+
+    # Pulled by digest from the registry, it is the image that was built.
+    docker_client.images.remove(f"{repository}:t1", force=True)
+    pulled = docker_client.images.pull(outputs["image"])
+    assert pulled.id == outputs["image-id"]
+
+    # Run by digest, one signed delivery makes exactly one dispatch.
+    container, url = run_relay(docker_client, outputs["image"], github, "--include-suite-moves")
+    try:
         headers, body = signed(alias_moved("1"))
-        request = urllib.request.Request(f"{url}/webhook", data=body, headers=headers)
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            assert answer.status == 202
+        assert post(url, headers, body) == 202
         (dispatch,) = settle(github, 1)
         assert dispatch["event_type"] == relay.EVENT_TYPE
         assert dispatch["client_payload"]["model"] == MODEL
         assert dispatch["client_payload"]["version"] == "1"
         assert dispatch["client_payload"]["delivery_id"] == headers["X-MLflow-Delivery-Id"]
         assert github.calls("POST", f"^/repos/{REPOSITORY}/dispatches$")
-        logs = container.logs().decode(errors="replace")
-        assert SECRET not in logs
-        assert GITHUB_TEST_TOKEN not in logs
+        assert_no_secret_logged(container)
+    finally:
+        container.remove(force=True, v=True)
+
+
+@pytest.mark.docker
+def test_the_image_reads_the_registry_to_skip_suite_moves_with_mlflow_skinny_only(
+    docker_client: Any, pushed: Pushed, github: FakeGitHub, mlflow_server: str
+) -> None:
+    """Without --include-suite-moves the relay checks the registry at start and reads promote's
+    history for each delivery: mlflow-skinny, no server extras. A person's move is relayed."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    name = f"relay-image-{uuid.uuid4().hex[:6]}"
+    client.create_registered_model(name)
+    run = client.create_run(client.create_experiment(name))
+    client.set_terminated(run.info.run_id)
+    client.create_model_version(name, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    container, url = run_relay(
+        docker_client, pushed.outputs["image"], github, "--tracking-uri", mlflow_server
+    )
+    try:
+        headers, body = signed(alias_moved("1", model=name))
+        assert post(url, headers, body) == 202
+        (dispatch,) = settle(github, 1, quiet=1)
+        assert dispatch["client_payload"]["model"] == name
+        assert_no_secret_logged(container)
     finally:
         container.remove(force=True, v=True)
 
