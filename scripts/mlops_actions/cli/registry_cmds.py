@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,27 @@ def _report_move(result: Any, reason: str, failed: str = "") -> None:
         gha.annotate("notice", result.message, title=reason)
 
 
+def dispatch_payload(result: Any, reason: str, run_context: Any) -> dict[str, str]:
+    """The client_payload of a move's repository_dispatch: the keys `relay.client_payload` sends
+    for a move made in MLflow (so one deploy workflow takes both), plus the promotion's own.
+    GitHub allows ten top-level keys."""
+    moved_by = f"mlops-actions {reason}"
+    if run_context.run_url:
+        moved_by += f" ({run_context.run_url})"
+    return {
+        "model": result.model_name,
+        "version": result.version,
+        "alias": result.alias,
+        "model_uri": result.version_uri,
+        "event": f"mlops-actions.{reason}",
+        "moved_by": moved_by,
+        "moved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "previous_version": result.previous_version or "",
+        "promotion_id": result.promotion_id,
+        "reason": reason,
+    }
+
+
 def _dispatcher(config: Config, args: argparse.Namespace, reason: str) -> Any:
     """The repository_dispatch that starts a deployment after a move, or None (not set up)."""
     from .. import context, github_report
@@ -130,8 +152,7 @@ def _dispatcher(config: Config, args: argparse.Namespace, reason: str) -> Any:
     )
 
     def dispatch(result: Any) -> None:
-        payload = {k.replace("-", "_"): v for k, v in _move_outputs(result).items()}
-        reporter.dispatch(event, payload | {"reason": reason})
+        reporter.dispatch(event, dispatch_payload(result, reason, run_context))
         print(gha.log_safe(f"dispatched repository event '{event}' to {run_context.repository}"))
 
     return dispatch
