@@ -107,6 +107,38 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def _on_worker(config: pytest.Config) -> bool:
+    """This process is an xdist worker (not the controller, not a pytest a test started)."""
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A test marked `serial` runs while no other worker of the run runs a test.
+
+    A readers-writer lock over the run's workers: every test holds it shared, a serial one
+    exclusively; a gate in front lets a waiting serial test go before the next shared holders,
+    so the other workers cannot keep it waiting for ever. Without xdist it is not needed.
+    """
+    if not _on_worker(item.config):
+        return (yield)
+    import fcntl
+
+    # The run's temp root (each worker's basetemp is popen-gwN in it): pytest removes it with
+    # the run's other temp directories.
+    factory: pytest.TempPathFactory = item.config._tmp_path_factory  # type: ignore[attr-defined]
+    base = factory.getbasetemp().parent / "serial"
+    serial = item.get_closest_marker("serial") is not None
+    with open(f"{base}.gate", "a") as gate, open(f"{base}.lock", "a") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        fcntl.flock(lock, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Group the tests for --dist loadgroup, and on a worker put the longest units first.
@@ -153,8 +185,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 continue
             groups[item] = group
             item.add_marker(pytest.mark.xdist_group(group))
-    if not WORKER:
-        return  # a serial run keeps the collection order
+    if not _on_worker(config):
+        return  # a run without xdist keeps the collection order
 
     # The scheduler hands out units in this order: the groups (whole modules) first, then the
     # end-to-end tests, then Docker's, then the rest, so that no long unit starts last.
