@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +46,160 @@ def service_unavailable(what: str) -> None:
     pytest.skip(f"service unavailable: {what}")
 
 
+# ----------------------------------------------------------------------------- parallel runs
+# ./dev test runs the suite on pytest-xdist workers (gw0, gw1, ...). What they share (the Docker
+# engine, the machine's ports) is kept apart here: each worker picks ports from a range of its
+# own, the base image is built under a lock, and pytest_collection_modifyitems keeps the tests
+# that share an expensive fixture on one worker.
+
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...; "" without xdist
+# Below the kernel's ephemeral range (32768-60999 on Linux: bind(0), outgoing connections and
+# docker's published ports take theirs there) and above Ray's worker ports (10002-19999).
+PORT_RANGE_START, PORT_RANGE_END = 20000, 32000
+PORTS_PER_WORKER = 1500
+_next_port: list[int] = []
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port that nothing listens on, for a server a test starts.
+
+    Without xdist, one the kernel picks (as before). On worker gwN, the next free one in a range
+    of its own, in turn: no other worker of the run can pick it between this check and the
+    server's bind, and this worker does not hand it out again before it has used the others.
+    """
+    if not WORKER:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    slots = (PORT_RANGE_END - PORT_RANGE_START) // PORTS_PER_WORKER
+    first = PORT_RANGE_START + (int(WORKER.removeprefix("gw")) % slots) * PORTS_PER_WORKER
+    if not _next_port:
+        _next_port.append(random.randrange(PORTS_PER_WORKER))
+    for _ in range(PORTS_PER_WORKER):
+        port = first + _next_port[0] % PORTS_PER_WORKER
+        _next_port[0] += 1
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken (another run on this machine)
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + PORTS_PER_WORKER - 1}")
+
+
+def unique_name(prefix: str) -> str:
+    """A Docker image name no other test, worker or concurrent run on this engine uses."""
+    return f"{prefix}-{WORKER or 'main'}-{uuid.uuid4().hex[:12]}"
+
+
+# Session fixtures that are too heavy to start once per worker: the tests that use one run
+# on the same worker (an xdist_group of that name).
+SHARED_SESSION_FIXTURES = {"ray_cluster": "ray"}
+HEAVIER_SCOPES = ("package", "module", "class")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "xdist_group(name): run on the same pytest-xdist worker as the other tests of that group "
+        "(./dev test uses --dist loadgroup); set by conftest for modules with module-scoped "
+        "fixtures and for the users of ray_cluster",
+    )
+
+
+def _on_worker(config: pytest.Config) -> bool:
+    """This process is an xdist worker (not the controller, not a pytest a test started)."""
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """A test marked `serial` runs while no other worker of the run runs a test.
+
+    A readers-writer lock over the run's workers: every test holds it shared, a serial one
+    exclusively; a gate in front lets a waiting serial test go before the next shared holders,
+    so the other workers cannot keep it waiting for ever. Without xdist it is not needed.
+    """
+    if not _on_worker(item.config):
+        return (yield)
+    import fcntl
+
+    # The run's temp root (each worker's basetemp is popen-gwN in it): pytest removes it with
+    # the run's other temp directories.
+    factory: pytest.TempPathFactory = item.config._tmp_path_factory  # type: ignore[attr-defined]
+    base = factory.getbasetemp().parent / "serial"
+    serial = item.get_closest_marker("serial") is not None
+    with open(f"{base}.gate", "a") as gate, open(f"{base}.lock", "a") as lock:
+        fcntl.flock(gate, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        fcntl.flock(lock, fcntl.LOCK_EX if serial else fcntl.LOCK_SH)
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the tests for --dist loadgroup, and on a worker put the longest units first.
+
+    A module whose tests share a module- (or class-) scoped fixture is one group, so that the
+    fixture is built once, on one worker; the tests that use ray_cluster are one group (one head
+    node in the run, not one per worker); every other test is scheduled on its own. Before
+    xdist adds a group to the node ids (its own hook runs after this one).
+    """
+    modules: dict[Path, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.path, []).append(item)
+
+    def fixture_scopes(item: pytest.Item) -> set[str]:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            return set()
+        return {d[-1].scope for d in info.name2fixturedefs.values() if d}
+
+    groups: dict[pytest.Item, str] = {}
+    for path, members in modules.items():
+        shared = {
+            SHARED_SESSION_FIXTURES[name]
+            for item in members
+            for name in getattr(item, "fixturenames", ())
+            if name in SHARED_SESSION_FIXTURES
+        }
+        module_wide = any(set(HEAVIER_SCOPES) & fixture_scopes(item) for item in members)
+        for item in members:
+            if item.get_closest_marker("xdist_group") is not None:
+                continue
+            mine = {
+                SHARED_SESSION_FIXTURES[name]
+                for name in getattr(item, "fixturenames", ())
+                if name in SHARED_SESSION_FIXTURES
+            }
+            if module_wide:
+                # One group for the whole module; a module that also uses a shared session
+                # fixture joins that fixture's group.
+                group = min(shared) if shared else str(path.relative_to(ROOT))
+            elif mine:
+                group = min(mine)
+            else:
+                continue
+            groups[item] = group
+            item.add_marker(pytest.mark.xdist_group(group))
+    if not _on_worker(config):
+        return  # a run without xdist keeps the collection order
+
+    # The scheduler hands out units in this order: the groups (whole modules) first, then the
+    # end-to-end tests, then Docker's, then the rest, so that no long unit starts last.
+    def rank(item: pytest.Item) -> int:
+        if item in groups or item.get_closest_marker("xdist_group") is not None:
+            return 0
+        if item.get_closest_marker("e2e") is not None:
+            return 1
+        if item.get_closest_marker("docker") is not None:
+            return 2
+        return 3
+
+    items.sort(key=rank)
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
@@ -421,7 +573,16 @@ def docker_client() -> Any:
 @pytest.fixture(scope="session")
 def base_image(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A Debian Python base image made from Debian packages (no Docker Hub): mmdebstrap, then
-    docker import. Kept between runs under a fixed tag."""
+    docker import. Kept between runs under a fixed tag; built by one worker (or test run on
+    this machine) at a time, under a lock that the others wait for, then find the image."""
+    from filelock import FileLock
+
+    # The tag is the engine's, so the lock is the machine's, not this run's.
+    with FileLock(Path(tempfile.gettempdir()) / "mlops-actions-test-base-image.lock", timeout=1800):
+        return _base_image(docker_client, tmp_path_factory)
+
+
+def _base_image(docker_client: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
     import docker.errors
 
     try:

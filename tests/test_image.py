@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mlops_actions import image
-from tests.conftest import save_iris_model
+from tests.conftest import save_iris_model, unique_name
 
 pytestmark = pytest.mark.docker
 
@@ -157,7 +157,7 @@ def test_a_bad_requirement_fails_the_build_with_its_reason(
     requirements = model / "requirements.txt"
     requirements.write_text(requirements.read_text() + "\nno-such-package-mlops-actions==0.0.1\n")
     with pytest.raises(image.BuildFailed) as error:
-        build_model_image(model, "9", "iris-broken:9", base_image, tmp_path)
+        build_model_image(model, "9", f"{unique_name('iris-broken')}:9", base_image, tmp_path)
     assert "no-such-package-mlops-actions" in error.value.message
     assert shutil.which("docker") is not None
 

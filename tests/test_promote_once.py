@@ -95,6 +95,7 @@ def promote_cmd(run: str, model: str, *extra: str) -> list[str]:
 # ----------------------------------------------------------------------------- races
 
 
+@pytest.mark.serial  # CpuLoad busies every core: not while another worker's tests run
 @pytest.mark.parametrize("planted", [False, True], ids=["no-lock", "expired-lock"])
 def test_eight_promoters_under_load_one_winner_every_round(
     tmp_path: Path, store_server: str, promoters: Promoters, planted: bool

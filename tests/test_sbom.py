@@ -24,6 +24,7 @@ from packageurl import PackageURL
 
 from mlops_actions import sbom
 from mlops_actions.errors import ConfigError, MlopsError
+from tests.conftest import unique_name
 
 DIGEST = "sha256:" + "c" * 64
 MODEL_DIGEST = "sha256:" + "b" * 64
@@ -543,7 +544,9 @@ def test_inventory_of_the_iris_image_matches_pip_and_dpkg(
     from tests.test_image import build_model_image
 
     model = save_iris_model(tmp_path / "model", 1.0)
-    image_id, facts = build_model_image(model, "7", "iris-sbom:7", base_image, tmp_path)
+    image_id, facts = build_model_image(
+        model, "7", f"{unique_name('iris-sbom')}:7", base_image, tmp_path
+    )
 
     started = time.perf_counter()
     inventory = sbom.read_inventory(docker_client, image_id)
@@ -641,10 +644,9 @@ def test_an_image_without_python_is_named(docker_client: Any, tmp_path: Path) ->
     readme.write_text("an image with no interpreter at all\n")
     with tarfile.open(tarball, "w") as archive:
         archive.add(readme, arcname="README")
-    docker_client.api.import_image(
-        src=str(tarball), repository="mlops-actions-test/no-python", tag="1"
-    )
-    image = "mlops-actions-test/no-python:1"
+    repository = unique_name("mlops-actions-test/no-python")
+    docker_client.api.import_image(src=str(tarball), repository=repository, tag="1")
+    image = f"{repository}:1"
     try:
         with pytest.raises(sbom.NoPythonInImage, match=f"image {image} has no Python") as error:
             sbom.read_inventory(docker_client, image)
