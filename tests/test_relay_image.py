@@ -140,6 +140,11 @@ def test_bad_arguments_are_named_before_anything_is_built(tmp_path: Path) -> Non
     tag = run_cli(["relay", "image", "--repository", "r.io/a/b", "--tag", "a b"], tmp_path, env)
     assert tag.returncode == 2
     assert "'a b' is not an image tag" in tag.output
+    push = ["relay", "image", "--repository", "r.io/a/b", "--push"]
+    no_password = run_cli([*push, "--registry-username", "bot"], tmp_path, env)
+    assert no_password.returncode == 2
+    assert "registry-username is set but there is no password" in no_password.output
+    assert "REGISTRY_PASSWORD" in no_password.output
 
 
 @dataclass

@@ -163,11 +163,9 @@ URL_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLOPS_PUSHGATEWA
 URL_INPUTS = ("tracking-uri", "registry-uri", "pushgateway-url")
 
 
-def oci_registry(args: argparse.Namespace, repository: str) -> Any:
-    """An OCI client for the repository's registry, with `--registry-username` (or
-    REGISTRY_USERNAME) and REGISTRY_PASSWORD, the password masked before anything is logged."""
-    from .. import image, oci
-
+def registry_credentials(args: argparse.Namespace) -> tuple[str, str]:
+    """`--registry-username` (or REGISTRY_USERNAME) and REGISTRY_PASSWORD, the password masked
+    before anything is logged; a user without a password is refused."""
     username = _value(args, "registry-username") or os.environ.get("REGISTRY_USERNAME", "")
     password = os.environ.get("REGISTRY_PASSWORD", "")
     gha.mask(password)
@@ -176,7 +174,14 @@ def oci_registry(args: argparse.Namespace, repository: str) -> Any:
             "registry-username is set but there is no password",
             "pass the password or token in the REGISTRY_PASSWORD environment variable",
         )
-    return oci.OciRegistry(image.registry_of(repository), username, password)
+    return username, password
+
+
+def oci_registry(args: argparse.Namespace, repository: str) -> Any:
+    """An OCI client for the repository's registry, with registry_credentials."""
+    from .. import image, oci
+
+    return oci.OciRegistry(image.registry_of(repository), *registry_credentials(args))
 
 
 def mask_url_credentials(args: argparse.Namespace) -> None:

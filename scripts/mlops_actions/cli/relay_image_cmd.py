@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import gha
 from ..errors import EXIT_OK, ConfigError
-from .common import _value, _where, emit
+from .common import _value, _where, emit, registry_credentials
 from .options import Option
 
 IMAGE_OPTIONS = (
@@ -59,14 +59,7 @@ def cmd_relay_image(args: argparse.Namespace) -> int:
     extra_ca = _value(args, "extra-ca")
     if extra_ca and not Path(extra_ca).is_file():
         raise ConfigError(f"{_where(args, 'extra-ca')} {extra_ca!r} is not a file")
-    username = _value(args, "registry-username") or os.environ.get("REGISTRY_USERNAME", "")
-    password = os.environ.get("REGISTRY_PASSWORD", "")
-    gha.mask(password)
-    if args.push and username and not password:
-        raise ConfigError(
-            "registry-username is set but there is no password",
-            "pass the password or token in the REGISTRY_PASSWORD environment variable",
-        )
+    username, password = registry_credentials(args) if args.push else ("", "")
     root = relay_image.project_root()
     engine = image.docker_client()
     if args.push and username:  # before building: bad credentials should not cost a build
